@@ -1,0 +1,315 @@
+"""
+The configuration schema: the single source of truth for every key hubtwist reads.
+
+Each model is a frozen attrs class whose fields carry their value kind and their
+documentation in C{metadata}. L{build} checks raw values (TOML tables, a jupyter-server-proxy
+dict, CLI flags) against it, and L{hubtwist.config.docs} renders docs/configuration.md from it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+import attrs
+
+from hubtwist.config import kinds
+from hubtwist.config.errors import ConfigError
+from hubtwist.config.templates import check_template
+
+# Paths hubtwist answers itself under its base URL; a server cannot take these names.
+RESERVED_NAMES = frozenset({"api", "proxy", "metrics", "oauth_callback", "logout", "_hubtwist"})
+DEFAULT_LISTEN = "tcp:8888:interface=127.0.0.1"
+
+
+def setting(kind: kinds.Kind, default: Any, doc: str, **extra: Any) -> Any:
+    """An attrs field that the loader checks with C{kind} and the docs describe with C{doc}."""
+    if isinstance(default, (dict, list)):
+        factory = default.copy
+        return attrs.field(factory=factory, metadata={"kind": kind, "doc": doc, **extra})
+    return attrs.field(default=default, metadata={"kind": kind, "doc": doc, **extra})
+
+
+@attrs.frozen
+class Table:
+    """A nested table checked against another model."""
+
+    model: type
+
+    def coerce(self, value: object, path: str) -> Any:
+        if isinstance(value, self.model):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(path, "must be a table", given=value, has_given=True,
+                              accepted=self.describe())
+        return build(self.model, value, path)
+
+    def describe(self) -> str:
+        return f"a table (see [{self.model.__name__}](#{self.model.__name__.lower()}))"
+
+
+_SERVER_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+
+
+@attrs.frozen
+class ServerMap:
+    """The C{[servers.NAME]} tables: URL-safe names, each a L{ServerConfig}."""
+
+    def coerce(self, value: object, path: str) -> dict[str, "ServerConfig"]:
+        if not isinstance(value, dict):
+            raise ConfigError(path, "must be a table of servers", given=value, has_given=True,
+                              accepted=self.describe())
+        servers = {}
+        for name, table in value.items():
+            if not re.fullmatch(_SERVER_NAME, name):
+                raise ConfigError(
+                    f"{path}.{name}", "is not a usable server name", given=name, has_given=True,
+                    accepted="letters, digits, '.', '_' and '-', starting with a letter or digit",
+                )
+            if name in RESERVED_NAMES:
+                raise ConfigError(
+                    f"{path}.{name}", "is a name hubtwist uses for its own pages",
+                    accepted="any name but " + ", ".join(sorted(RESERVED_NAMES)),
+                )
+            servers[name] = Table(ServerConfig).coerce(table, f"{path}.{name}")
+        return servers
+
+    def describe(self) -> str:
+        return "tables `[servers.NAME]` (see [ServerConfig](#serverconfig))"
+
+
+@attrs.frozen
+class LauncherEntry:
+    """How the server appears in launchers (jupyter-server-proxy's `launcher_entry`)."""
+
+    enabled: bool = setting(kinds.Bool(), True, "Show this server in the launcher page.")
+    title: str = setting(kinds.Str(), "", "Title of the launcher entry; the server's name when empty.")
+    icon_path: str = setting(kinds.Str(), "", "Path of an SVG icon file for the entry.")
+    path_info: str = setting(
+        kinds.Str(), "", "Path the entry opens, relative to the base URL; `NAME/` when empty."
+    )
+    category: str = setting(kinds.Str(), "Notebook", "Launcher category (JupyterLab's launcher).")
+
+
+def _check_patterns(patterns: tuple[str, ...], path: str) -> None:
+    for index, pattern in enumerate(patterns):
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ConfigError(
+                f"{path}[{index}]", f"is not a valid regular expression ({error})",
+                given=pattern, has_given=True, accepted="Python regular expressions",
+            ) from None
+
+
+@attrs.frozen
+class ServerConfig:
+    """
+    One app: the process hubtwist supervises and the route it proxies to.
+
+    Keys shared with jupyter-server-proxy keep its names and meaning.
+    """
+
+    command: tuple[str, ...] = setting(
+        kinds.StrList(non_empty_items=True), (),
+        "Command that starts the app. `{port}`, `{unix_socket}` and `{base_url}` are replaced "
+        "(write `{{` and `}}` for literal braces). Empty: the app is already running at `port` "
+        "or `unix_socket` and hubtwist only proxies to it.",
+        template=True,
+    )
+    environment: dict[str, str] = setting(
+        kinds.StrDict(), {},
+        "Extra environment variables for the app, on top of hubtwist's own; values take the same "
+        "templates as `command`.",
+        template=True,
+    )
+    cwd: str | None = setting(kinds.OptionalStr(), None, "Working directory of the app.")
+    user: str | None = setting(
+        kinds.OptionalStr(), None,
+        "Run the app as this user (name or uid). Only possible when hubtwist runs as root.",
+    )
+    timeout: float = setting(
+        kinds.Seconds(0, exclusive=True), 30.0,
+        "Seconds the app has to answer its readiness check after it is started.",
+    )
+    port: int = setting(
+        kinds.Int(0, 65535), 0,
+        "TCP port the app listens on, on 127.0.0.1. 0 picks a free port for each start.",
+    )
+    unix_socket: bool | str = setting(
+        kinds.Either((kinds.Bool(), kinds.Str(non_empty=True))), False,
+        "Serve the app on a unix socket instead of a TCP port: `true` for a socket in a private "
+        "(0700) directory, or the socket's path. `port` is then ignored.",
+    )
+    absolute_url: bool = setting(
+        kinds.Bool(), False,
+        "Send the full public path to the app (`/base/NAME/x`) instead of stripping the prefix (`/x`).",
+    )
+    mappath: dict[str, str] | str = setting(
+        kinds.Either((kinds.StrDict(), kinds.ImportPath())), {},
+        "Rewrite request paths before they reach the app: a table of path to path, or the import "
+        "path of a function `(path) -> path`.",
+    )
+    request_headers_override: dict[str, str] = setting(
+        kinds.StrDict(), {},
+        "Headers set on every request to the app; values take `{port}`, `{unix_socket}` and "
+        "`{base_url}`.",
+        template=True,
+    )
+    rewrite_response: tuple[str, ...] = setting(
+        kinds.ListOf(kinds.ImportPath()), (),
+        "Import paths of functions that may change the app's responses (jupyter-server-proxy's "
+        "contract). Responses of such a server are buffered.",
+    )
+    update_last_activity: bool = setting(
+        kinds.Bool(), True, "Count requests to this app as user activity."
+    )
+    exclude_last_activity_patterns: tuple[str, ...] = setting(
+        kinds.StrList(), (),
+        "Regular expressions; requests whose path (after the server prefix) matches one do not "
+        "count as activity.",
+    )
+    raw_socket_proxy: bool = setting(
+        kinds.Bool(), False,
+        "The app speaks plain TCP, not HTTP: WebSocket messages become bytes on a socket to it "
+        "(like websockify). Ready when its socket accepts a connection.",
+    )
+    launcher_entry: LauncherEntry = setting(
+        Table(LauncherEntry), LauncherEntry(), "How the app appears in launchers."
+    )
+    new_browser_tab: bool = setting(
+        kinds.Bool(), True, "Launchers open the app in a new browser tab."
+    )
+    ready_check_path: str = setting(
+        kinds.Str(pattern=r"/\S*", pattern_text="a path starting with '/'"), "/",
+        "Path probed to decide that the app is ready; any HTTP response counts.",
+    )
+    autostart: bool = setting(
+        kinds.Bool(), False,
+        "Start the app with hubtwist and keep it running; `false` starts it on the first request.",
+    )
+    restart: str = setting(
+        kinds.Choice(("on-failure", "always", "never")), "on-failure",
+        "When to restart the app after it exits: on a non-zero exit or a signal, after any exit, "
+        "or never (a later request starts it again).",
+    )
+    backoff_initial: float = setting(
+        kinds.Seconds(0, exclusive=True), 0.5,
+        "First delay before a restart; each further failure doubles it, with jitter.",
+    )
+    backoff_max: float = setting(
+        kinds.Seconds(0, exclusive=True), 30.0,
+        "Longest delay between restarts, and how long a FATAL app waits before a request may try "
+        "it again.",
+    )
+    start_retries: int = setting(
+        kinds.Int(1), 5,
+        "Failures in a row (exits before `min_uptime`, failed readiness) after which the app is "
+        "FATAL and no longer restarted on its own.",
+    )
+    min_uptime: float = setting(
+        kinds.Seconds(0), 10.0,
+        "A run at least this long counts as healthy and resets the failure count.",
+    )
+    stop_signal: str = setting(
+        kinds.SignalName(), "TERM", "Signal sent to the app's whole process group to stop it."
+    )
+    stop_timeout: float = setting(
+        kinds.Seconds(0), 10.0,
+        "Seconds to wait after `stop_signal` before the process group gets SIGKILL.",
+    )
+    request_timeout: float = setting(
+        kinds.Seconds(0), 300.0,
+        "Seconds the app has to start answering a proxied request (504 after that); 0 = no limit.",
+    )
+
+    def __attrs_post_init__(self) -> None:
+        _check_patterns(self.exclude_last_activity_patterns, "exclude_last_activity_patterns")
+
+    @property
+    def is_external(self) -> bool:
+        """True when hubtwist only proxies to an app that something else runs."""
+        return not self.command
+
+
+@attrs.frozen
+class Config:
+    """The whole configuration of one hubtwist process."""
+
+    listen: tuple[str, ...] = setting(
+        kinds.ListOf(kinds.Str(non_empty=True)), (DEFAULT_LISTEN,),
+        "Where hubtwist listens: Twisted endpoint descriptions such as "
+        "`tcp:8888:interface=127.0.0.1` or `unix:/run/ht.sock:mode=600`.",
+    )
+    base_url: str = setting(
+        kinds.URLPrefix(), "/",
+        "Public path prefix under which everything is served.",
+    )
+    default_server: str | None = setting(
+        kinds.OptionalStr(), None, "Server served at the base URL itself (besides `/NAME/`)."
+    )
+    servers: dict[str, ServerConfig] = setting(ServerMap(), {}, "The apps, one table each.")
+    proxy_ports: bool = setting(
+        kinds.Bool(), True, "Serve the `/proxy/PORT/` routes to other local ports."
+    )
+    proxy_allowed_hosts: tuple[str, ...] = setting(
+        kinds.StrList(non_empty_items=True), ("localhost", "127.0.0.1", "::1"),
+        "Hosts that `/proxy/HOST:PORT/` may reach.",
+    )
+    max_body_size: int = setting(
+        kinds.Int(0), 0, "Largest request body in bytes (413 beyond it); 0 = unlimited."
+    )
+    log_level: str = setting(
+        kinds.Choice(("debug", "info", "warn", "error")), "info", "Least severe level logged."
+    )
+    log_format: str = setting(kinds.Choice(("text", "json")), "text", "Log line format.")
+
+    def __attrs_post_init__(self) -> None:
+        if self.default_server is not None and self.default_server not in self.servers:
+            raise ConfigError(
+                "default_server", "names no configured server", given=self.default_server,
+                has_given=True,
+                accepted=", ".join(sorted(self.servers)) or "a server defined under [servers]",
+            )
+
+
+def build(model: type, raw: dict[str, Any], path: str = "") -> Any:
+    """
+    Check the raw table C{raw} against C{model} and return the model instance.
+
+    Unknown keys are errors that suggest the closest known key.
+    """
+    fields = {f.name: f for f in attrs.fields(model)}
+    values = {}
+    for key, value in raw.items():
+        key_path = f"{path}.{key}" if path else key
+        field = fields.get(key)
+        if field is None:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            raise ConfigError(
+                key_path, "is not a known key",
+                hint=f"Did you mean `{close[0]}`?" if close else
+                f"Known keys here: {', '.join(sorted(fields))}.",
+            )
+        values[key] = field.metadata["kind"].coerce(value, key_path)
+        if field.metadata.get("template"):
+            _check_templates(values[key], key_path)
+    try:
+        return model(**values)
+    except ConfigError as error:
+        if path and error.key_path and not error.key_path.startswith(path):
+            raise ConfigError(
+                f"{path}.{error.key_path}", error.problem, given=error.given,
+                has_given=error.has_given, accepted=error.accepted, hint=error.hint,
+            ) from None
+        raise
+
+
+def _check_templates(value: object, path: str) -> None:
+    if isinstance(value, tuple):
+        for index, item in enumerate(value):
+            check_template(item, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_template(item, f"{path}.{key}")
