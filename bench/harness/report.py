@@ -1,0 +1,102 @@
+"""The results file: machine, versions, settings, the table and the ratios, in markdown."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from pathlib import Path
+
+from harness.common import RESULTS
+from harness.runner import RSS_COLUMNS, Mode, Row
+
+
+def cpu_model() -> str:
+    """The CPU model line of /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> list[str]:
+    """Lines describing where the numbers come from."""
+    return [
+        f"CPUs usable (`nproc`): {len(os.sched_getaffinity(0))}",
+        f"CPU: {cpu_model()}",
+        f"kernel: {platform.system()} {platform.release()}",
+        f"Python running the harness: {platform.python_version()}",
+    ]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def table(mode: Mode, rows: list[Row]) -> list[str]:
+    """The markdown table: one row per peer, failures in the notes column."""
+    columns = mode.columns + RSS_COLUMNS
+    lines = [
+        "| target | " + " | ".join(column.header for column in columns) + " | notes |",
+        "|---|" + "---:|" * len(columns) + "---|",
+    ]
+    for row in rows:
+        cells = [
+            column.format.format(row.figures[column.key]) if column.key in row.figures else "—"
+            for column in columns
+        ]
+        notes = ([f"failed: {row.failure}"] if row.failure else []) + row.notes
+        lines.append(f"| {row.peer.label} | " + " | ".join(cells)
+                     + f" | {_cell('; '.join(notes))} |")
+    return lines
+
+
+def ratio(rows: dict[str, Row], label: str, top: tuple[str, str], bottom: tuple[str, str],
+          better: str) -> str:
+    """One line "label: x.xx (better)" from C{figure} of two peers; n/a when one is missing.
+    C{top} and C{bottom} are (peer key, figure key)."""
+    try:
+        value = rows[top[0]].figures[top[1]] / rows[bottom[0]].figures[bottom[1]]
+    except (KeyError, ZeroDivisionError):
+        missing = [key for key, figure in (top, bottom)
+                   if figure not in getattr(rows.get(key), "figures", {})]
+        return f"- {label}: n/a (no figure for {', '.join(missing) or 'a zero divisor'})"
+    return f"- {label}: **{value:.2f}** ({better})"
+
+
+def render(mode: Mode, rows: list[Row], versions: dict[str, str], when: datetime.datetime,
+           elapsed: float) -> str:
+    """The whole report."""
+    lines = [
+        f"# hubtwist {mode.name.upper()} benchmark, {when:%Y-%m-%d %H:%M:%S %Z}",
+        "",
+        "## Machine",
+        *(f"- {line}" for line in machine()),
+        "",
+        "## Versions",
+        *(f"- {label}: {version or 'unknown'}" for label, version in versions.items()),
+        "",
+        "## Load",
+        *(f"- {line}" for line in mode.settings()),
+        f"- whole run: {elapsed:.0f}s",
+        "",
+        "## Results",
+        *table(mode, rows),
+        "",
+        "## hubtwist compared",
+        *mode.ratios({row.peer.key: row for row in rows if not row.failure}),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(mode: Mode, text: str, when: datetime.datetime) -> Path:
+    """Save the report as C{bench/results/MODE-TIMESTAMP.md}."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{mode.name}-{when:%Y%m%d-%H%M%S}.md"
+    path.write_text(text)
+    return path

@@ -1,0 +1,123 @@
+"""
+What every mode shares: start each peer in turn in front of the mode's backend, check it,
+take its idle memory, load it while sampling its memory, stop it, and make a row of it.
+
+A mode (L{Mode}) supplies only the backend, the checks, the load and its table columns;
+any failure of one peer becomes that peer's row and the run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from harness.common import LOGS, TargetFailed, log
+from harness.peers import Peer, Running
+from harness.procs import PeakMemory, rss_mib
+
+
+@dataclass
+class Column:
+    """A figure of the table: its key in L{Row.figures}, its header and its format."""
+
+    key: str
+    header: str
+    format: str = "{:,.0f}"
+
+
+RSS_COLUMNS = [
+    Column("rss_idle", "RSS idle (MiB)", "{:.1f}"),
+    Column("rss_peak", "RSS peak (MiB)", "{:.1f}"),
+]
+
+
+@dataclass
+class Row:
+    """The outcome for one peer: figures, notes, or why it failed."""
+
+    peer: Peer
+    figures: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    failure: str | None = None
+
+
+class Mode:
+    """One kind of traffic. Subclasses fill in the hooks; L{run} drives them."""
+
+    name = ""
+    columns: list[Column] = []
+
+    def start_backend(self) -> Running:
+        """Start the backend every peer proxies to (stopped with the other processes)."""
+        raise NotImplementedError
+
+    def peers(self, backend: Running) -> list[Peer]:
+        """The peers, in table order: "direct" (the backend itself) first."""
+        raise NotImplementedError
+
+    def first_request(self, running: Running) -> None:
+        """One small request, checked; idle memory is taken right after it."""
+        raise NotImplementedError
+
+    def check(self, running: Running) -> None:
+        """Any further checks before the load (large responses, ...)."""
+
+    def load(self, running: Running, row: Row) -> None:
+        """Load the peer and put the figures (and notes) into C{row}."""
+        raise NotImplementedError
+
+    def settings(self) -> list[str]:
+        """Lines describing the load, for the report."""
+        return []
+
+    def ratios(self, rows: dict[str, Row]) -> list[str]:
+        """Comparison lines for the report, from the rows by peer key."""
+        return []
+
+
+def measure(mode: Mode, peer: Peer, backend: Running) -> Row:
+    """Start, check and load one peer; never raises but for Ctrl-C."""
+    row = Row(peer)
+    running = None
+    started = time.monotonic()
+    try:
+        running = peer.start(backend.port)
+        log(f"{peer.key}: listening on port {running.port} (pid {running.proc.pid})")
+        mode.first_request(running)
+        time.sleep(0.5)  # let the first response settle before reading memory
+        row.figures["rss_idle"] = rss_mib(running.proc.pid)
+        mode.check(running)
+        with PeakMemory(running.proc.pid) as memory:
+            mode.load(running, row)
+        row.figures["rss_peak"] = memory.peak_mib
+        if running.proc.popen.poll() is not None:
+            row.notes.append(f"exited during the run (status {running.proc.popen.returncode})")
+    except TargetFailed as error:
+        row.failure = str(error)
+    except Exception as error:  # a bug here must not lose the other peers' rows
+        row.failure = f"harness error {type(error).__name__}: {error}"
+        with open(LOGS / "harness-errors.log", "a") as errors:
+            errors.write(f"--- {peer.key}\n{traceback.format_exc()}\n")
+    finally:
+        if running is not None and running.owned:
+            running.proc.stop()
+    if row.failure:
+        log(f"{peer.key}: failed: {row.failure}")
+    else:
+        log(f"{peer.key}: done in {time.monotonic() - started:.0f}s")
+    return row
+
+
+def run(mode: Mode, only: set[str] | None) -> tuple[list[Row], dict[str, str]]:
+    """Measure the peers (all, or those whose key is in C{only}); return the rows and the
+    version of every peer measured."""
+    backend = mode.start_backend()
+    log(f"{mode.name} backend listening on port {backend.port} (pid {backend.proc.pid})")
+    rows, versions = [], {}
+    for peer in mode.peers(backend):
+        if only and peer.key not in only:
+            continue
+        versions[peer.label] = peer.version()
+        rows.append(measure(mode, peer, backend))
+    return rows, versions
