@@ -119,7 +119,9 @@ def ensure_jsp() -> Path:
 def ensure_all(mode: str) -> None:
     """Install what C{mode} needs up front, so that install time is not benchmark time.
     A peer whose install fails is reported as failed later; missing nginx or wrk is fatal."""
-    ensure_debian({"nginx": "nginx", "wrk": "wrk"} if mode == "http" else {"node": "nodejs"})
+    tools = {"nginx": "nginx", "wrk": "wrk"} if mode == "http" else {"nginx": "nginx",
+                                                                     "node": "nodejs"}
+    ensure_debian(tools)
     installers = [ensure_chp, ensure_jsp] + ([ensure_ws] if mode == "ws" else [])
     for installer in installers:
         try:

@@ -33,7 +33,8 @@ class Running:
     proc: Proc
     port: int
     prefix: str = ""  # URL path under which the backend's "/" appears
-    owned: bool = True  # False for the backend itself, which the mode stops
+    owned: bool = True  # False for the backend itself, which outlives every row
+    whole_tree: bool = True  # count the memory of child processes too
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Peer:
     version: Callable[[], str] = field(default=lambda: "")
 
 
-def _output(argv: list[str], env: dict[str, str] | None = None) -> str:
+def command_output(argv: list[str], env: dict[str, str] | None = None) -> str:
     """First line of a version command's stdout+stderr; empty when it cannot run."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env,
@@ -133,7 +134,9 @@ def start_nginx_proxy(backend_port: int) -> Running:
             proxy_set_header Host $host;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
-            proxy_buffering off;
+            proxy_buffering on;
+            proxy_buffers 64 64k;
+            proxy_max_temp_file_size 0;
             proxy_read_timeout 300s;
         }}
     }}""")
@@ -141,7 +144,7 @@ def start_nginx_proxy(backend_port: int) -> Running:
 
 
 def nginx_version() -> str:
-    text = _output([install.system_command("nginx") or "nginx", "-v"])
+    text = command_output([install.system_command("nginx") or "nginx", "-v"])
     return text.replace("nginx version: ", "") + f" (worker_processes {NGINX_WORKERS})"
 
 
@@ -162,17 +165,20 @@ def start_chp(backend_port: int) -> Running:
 
 def chp_version() -> str:
     chp = install.CHP_PREFIX / "node_modules/.bin/configurable-http-proxy"
-    return f"{_output([str(chp), '--version'])} on Node {_output(['node', '--version'])}"
+    return f"{command_output([str(chp), '--version'])} on Node {command_output(['node', '--version'])}"
 
 
 # --- jupyter-server-proxy standalone --------------------------------------------------------
 
 def start_jsp(backend_port: int) -> Running:
     """
-    C{jupyter standaloneproxy} with no command after C{--}: jupyter-server-proxy then takes
-    the server as "not managed by jupyter-server-proxy" and proxies to C{--server-port}
-    without starting or probing anything. C{--activity-interval=0} keeps it from posting
-    activity to a (non-existent) JupyterHub.
+    C{jupyter standaloneproxy --no-authentication --server-port=BACKEND -- sleep infinity}.
+
+    The standalone proxy needs a command: without one (which its help allows) it builds no
+    proxy handler and answers 404 to everything (jupyter-server-proxy 4.6.0). So it gets a
+    stand-in that only sleeps; on the first request it starts it, finds the backend already
+    answering on C{--server-port} (its readiness check) and proxies there. The stand-in is
+    left out of the memory figures. C{--activity-interval=0}: no activity posts to a hub.
     """
     jupyter = install.ensure_jsp()
     port = free_port()
@@ -181,15 +187,15 @@ def start_jsp(backend_port: int) -> Running:
     proc = Proc("jsp", [
         str(jupyter), "standaloneproxy", "--no-authentication",
         f"--address={LOOPBACK}", f"--port={port}", f"--server-port={backend_port}",
-        "--activity-interval=0",
+        "--activity-interval=0", "--", "sleep", "infinity",
     ], env=env)
     proc.wait_for_port(port, START_TIMEOUT)
-    return Running(proc, port)
+    return Running(proc, port, whole_tree=False)
 
 
 def jsp_version() -> str:
     python = install.JSP_VENV / "bin" / "python"
-    return _output([str(python), "-c", (
+    return command_output([str(python), "-c", (
         "from importlib.metadata import version as v; "
         "print('jupyter-server-proxy', v('jupyter-server-proxy'), '/ tornado', v('tornado'))"
     )])
@@ -237,12 +243,12 @@ def start_hubtwist(backend_port: int) -> Running:
 def hubtwist_version() -> str:
     argv, extra_env = hubtwist_command()
     python = sys.executable if argv[0] == sys.executable else _script_python(argv[0])
-    version = _output([python, "-c", (
+    version = command_output([python, "-c", (
         "import hubtwist, twisted; print('hubtwist', hubtwist.__version__, '/ Twisted', "
         "twisted.__version__)"
     )], env=child_env(**extra_env)) or "hubtwist (not importable)"
-    commit = _output(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
-    dirty = _output(["git", "-C", str(REPO_DIR), "status", "--porcelain",
+    commit = command_output(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "-C", str(REPO_DIR), "status", "--porcelain",
                      "--untracked-files=no"])
     how = "console script" if argv[0] != sys.executable else "python -m hubtwist"
     return f"{version} (git {commit}{'+dirty' if dirty else ''}, via {how})"

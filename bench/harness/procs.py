@@ -67,9 +67,11 @@ class Proc:
                            f"{self.tail()}")
 
     def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM to the process group, then SIGKILL after C{grace} seconds."""
+        """SIGTERM to the process group, then SIGKILL after C{grace} seconds; finally SIGKILL
+        to any descendant that had moved to a group of its own."""
         if self in _running:
             _running.remove(self)
+        descendants = process_tree(self.popen.pid)[1:] if self.popen.poll() is None else []
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(self.popen.pid, sig)
@@ -85,6 +87,11 @@ class Proc:
                 pass
             break
         self.popen.wait()
+        for pid in descendants:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def stop_all() -> None:
@@ -156,27 +163,29 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def rss_mib(root: int) -> float:
-    """Resident memory of the process tree under C{root}, in MiB (sum of VmRSS)."""
-    return mib(1024 * sum(_status_kib(pid, "VmRSS") for pid in process_tree(root)))
+def rss_mib(root: int, whole_tree: bool = True) -> float:
+    """Resident memory of C{root} (and its descendants), in MiB (sum of VmRSS)."""
+    pids = process_tree(root) if whole_tree else [root]
+    return mib(1024 * sum(_status_kib(pid, "VmRSS") for pid in pids))
 
 
 class PeakMemory:
     """
-    Samples the VmRSS sum of a process tree every C{interval} seconds while in a C{with}
+    Samples the VmRSS sum of a process (tree) every C{interval} seconds while in a C{with}
     block. L{peak_mib} is the largest sample, or the root's VmHWM when that is larger (the
     kernel's high-water mark catches peaks between samples; exact for one-process peers).
     """
 
-    def __init__(self, root: int, interval: float = 0.1) -> None:
+    def __init__(self, root: int, whole_tree: bool = True, interval: float = 0.1) -> None:
         self.root = root
+        self.whole_tree = whole_tree
         self.interval = interval
         self._peak_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        pids = process_tree(self.root)
+        pids = process_tree(self.root) if self.whole_tree else [self.root]
         while not self._stop.is_set():
             total = sum(_status_kib(pid, "VmRSS") for pid in pids)
             self._peak_kib = max(self._peak_kib, total)

@@ -8,6 +8,7 @@ any failure of one peer becomes that peer's row and the run goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -86,9 +87,9 @@ def measure(mode: Mode, peer: Peer, backend: Running) -> Row:
         log(f"{peer.key}: listening on port {running.port} (pid {running.proc.pid})")
         mode.first_request(running)
         time.sleep(0.5)  # let the first response settle before reading memory
-        row.figures["rss_idle"] = rss_mib(running.proc.pid)
+        row.figures["rss_idle"] = rss_mib(running.proc.pid, running.whole_tree)
         mode.check(running)
-        with PeakMemory(running.proc.pid) as memory:
+        with PeakMemory(running.proc.pid, running.whole_tree) as memory:
             mode.load(running, row)
         row.figures["rss_peak"] = memory.peak_mib
         if running.proc.popen.poll() is not None:
@@ -112,7 +113,8 @@ def measure(mode: Mode, peer: Peer, backend: Running) -> Row:
 def run(mode: Mode, only: set[str] | None) -> tuple[list[Row], dict[str, str]]:
     """Measure the peers (all, or those whose key is in C{only}); return the rows and the
     version of every peer measured."""
-    backend = mode.start_backend()
+    # The backend outlives every row (the "direct" row measures it): stop_all stops it.
+    backend = dataclasses.replace(mode.start_backend(), owned=False)
     log(f"{mode.name} backend listening on port {backend.port} (pid {backend.proc.pid})")
     rows, versions = [], {}
     for peer in mode.peers(backend):

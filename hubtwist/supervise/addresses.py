@@ -9,7 +9,11 @@ import socket
 import tempfile
 
 import attrs
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
+import ipaddress
+
+from twisted.internet.endpoints import (
+    HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint,
+)
 from twisted.internet.interfaces import IStreamClientEndpoint
 
 # sun_path is 108 bytes on Linux, including the terminating NUL.
@@ -37,10 +41,18 @@ class BackendAddress:
         """A client endpoint that connects to this address."""
         if self.kind == "unix":
             return UNIXClientEndpoint(reactor, self.path, timeout=timeout)
-        return TCP4ClientEndpoint(reactor, self.host, self.port, timeout=timeout)
+        try:
+            version = ipaddress.ip_address(self.host).version
+        except ValueError:
+            return HostnameEndpoint(reactor, self.host.encode("idna"), self.port, timeout=timeout)
+        endpoint = TCP4ClientEndpoint if version == 4 else TCP6ClientEndpoint
+        return endpoint(reactor, self.host, self.port, timeout=timeout)
 
     def describe(self) -> str:
-        return f"unix:{self.path}" if self.kind == "unix" else f"{self.host}:{self.port}"
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:

@@ -395,12 +395,14 @@ class ExternalServer:
     pid = None
     restarts = 0
 
-    def __init__(self, name: str, config: ServerConfig) -> None:
+    def __init__(self, name: str, config: ServerConfig, address: BackendAddress | None = None) -> None:
         self.name = name
         self.config = config
         self.logs = LogRing()
         self.last_activity: float | None = None
-        if isinstance(config.unix_socket, str):
+        if address is not None:
+            self.address = address
+        elif isinstance(config.unix_socket, str):
             self.address = BackendAddress.unix(config.unix_socket)
         else:
             self.address = BackendAddress.tcp(config.port)

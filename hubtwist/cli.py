@@ -1,0 +1,149 @@
+"""
+The command line: argv -> L{Config} -> L{hubtwist.app.run}.
+
+    hubtwist --config FILE [OPTIONS]
+    hubtwist [OPTIONS] -- COMMAND ARGS...      one app, served at the base URL
+    hubtwist check-config FILE                 validate, print the effective config
+    hubtwist demo [OPTIONS]                    a demo app behind hubtwist
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from hubtwist import __version__
+
+USAGE_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hubtwist",
+        usage="hubtwist [--config FILE] [OPTIONS] [-- COMMAND ARGS...]\n"
+              "       hubtwist check-config FILE\n       hubtwist demo [OPTIONS]",
+        description="Put web apps behind one fast reverse proxy that also supervises them.",
+        epilog="After `--`, the command of a single app; {port}, {unix_socket} and {base_url} "
+               "are filled in. Docs: docs/configuration.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"hubtwist {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--listen", action="append", metavar="DESCRIPTION",
+                        help="where to listen, a Twisted endpoint description (repeatable); "
+                             "default tcp:8888:interface=127.0.0.1")
+    parser.add_argument("--base-url", metavar="PATH", help="public path prefix, default /")
+    parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"))
+    parser.add_argument("--log-format", choices=("text", "json"))
+    app = parser.add_argument_group("single-app mode (with -- COMMAND)")
+    app.add_argument("--name", default="app", help="the app's name (default: app)")
+    app.add_argument("--port", type=int, metavar="N", dest="app_port",
+                     help="port the app listens on (default: a free one)")
+    app.add_argument("--unix-socket", action="store_true",
+                     help="serve the app on a unix socket in a private directory")
+    app.add_argument("--timeout", "--ready-timeout", type=float, dest="timeout",
+                     help="seconds the app has to become ready")
+    app.add_argument("--ready-check-path", help="path probed for readiness (default /)")
+    app.add_argument("--absolute-url", action="store_true", help="do not strip the prefix")
+    app.add_argument("--restart", choices=("on-failure", "always", "never"))
+    app.add_argument("--autostart", action="store_true",
+                     help="start the app at once instead of on the first request")
+    return parser
+
+
+def _split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    if "--" in argv:
+        index = list(argv).index("--")
+        return list(argv[:index]), list(argv[index + 1:])
+    return list(argv), []
+
+
+def build_config(args: argparse.Namespace, command: list[str]):
+    """The L{Config} the flags and the command describe (raises L{ConfigError})."""
+    from hubtwist.config import ConfigError, load_toml, single_app, with_overrides
+
+    if command and args.config:
+        raise ConfigError("", "give either --config FILE or -- COMMAND, not both",
+                          source="command line")
+    if command:
+        server = {key: value for key, value in {
+            "port": args.app_port, "timeout": args.timeout,
+            "ready_check_path": args.ready_check_path, "restart": args.restart,
+            "unix_socket": True if args.unix_socket else None,
+            "absolute_url": True if args.absolute_url else None,
+            "autostart": True if args.autostart else None,
+        }.items() if value is not None}
+        config = single_app(command, args.name, server)
+    elif args.config:
+        config = load_toml(args.config)
+    else:
+        raise ConfigError("", "nothing to serve: give --config FILE, or -- COMMAND ARGS... for "
+                          "one app (or try `hubtwist demo`)", source="command line")
+    return with_overrides(config, listen=args.listen, base_url=args.base_url,
+                          log_level=args.log_level, log_format=args.log_format)
+
+
+def _fail(message: str) -> None:
+    print(f"hubtwist: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
+def check_config(argv: Sequence[str]) -> None:
+    """C{hubtwist check-config FILE}: exit 0 and print the effective config, or exit 2."""
+    from hubtwist.config import ConfigError, load_toml
+    from hubtwist.config.dump import to_toml
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        _fail("usage: hubtwist check-config FILE")
+    try:
+        config = load_toml(argv[0])
+    except ConfigError as error:
+        _fail(str(error))
+    sys.stdout.write(f"# {argv[0]} is valid; the effective configuration:\n")
+    sys.stdout.write(to_toml(config))
+    sys.exit(0)
+
+
+def demo_config(argv: Sequence[str]) -> list[str]:
+    """C{hubtwist demo [OPTIONS]} is C{hubtwist [OPTIONS] -- <this python> -m hubtwist.demo}."""
+    return [*argv, "--name", "demo", "--", sys.executable, "-m", "hubtwist.demo",
+            "--port", "{port}", "--base-url", "{base_url}"]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_guardian"]:
+        from hubtwist._guardian import main as guardian_main
+
+        guardian_main()
+    if argv[:1] == ["check-config"]:
+        check_config(argv[1:])
+    if argv[:1] == ["demo"]:
+        argv = demo_config(argv[1:])
+    options, command = _split_command(argv)
+    args = _parser().parse_args(options)
+
+    from hubtwist.config import ConfigError
+
+    try:
+        config = build_config(args, command)
+    except ConfigError as error:
+        _fail(str(error))
+
+    from twisted.internet import task
+
+    from hubtwist.logs import start_logging
+
+    start_logging(config.log_level, config.log_format)
+    task.react(_react_main, [config])
+
+
+async def _react_main(reactor, config) -> None:
+    from hubtwist.app import ListenError, run
+    from hubtwist.config import ConfigError
+
+    try:
+        await run(reactor, config)
+    except (ConfigError, ListenError) as error:
+        print(f"hubtwist: {error}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR if isinstance(error, ConfigError) else 1) from None

@@ -1,0 +1,1 @@
+"""The HTTP reverse proxy: early-dispatch site, forwarding, rewriting, error pages."""

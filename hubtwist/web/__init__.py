@@ -1,0 +1,1 @@
+"""hubtwist's own pages and API (not proxied)."""
