@@ -174,14 +174,14 @@ class Supervisor:
         self._restart_call = None
         self._set_state(State.STOPPING)
         self._fail_waiters("is being stopped", None)
-        self._stopped = Deferred()
+        self._stopped = stopped = Deferred()
         if self._readiness is not None:
             self._readiness.cancel()
         if self._run is not None:
             self._terminate(self._run)
         runs = [self._run, *self._dying] if self._run is not None else list(self._dying)
         DeferredList([run.group_gone for run in runs]).addCallback(lambda _: self._finish_stop())
-        return self._chain(self._stopped)
+        return self._chain(stopped)
 
     def touch(self, when: float | None = None) -> None:
         """Record activity (a proxied request or message) at C{when} (default: now)."""

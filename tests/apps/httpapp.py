@@ -4,7 +4,7 @@ A small real HTTP app for tests, stdlib only, on a TCP port or a unix socket.
     python httpapp.py --port 8000            (127.0.0.1)
     python httpapp.py --unix-socket /path/app.sock
     options: --startup-delay S   sleep before listening
-             --exit-after S      exit(1) after S seconds
+             --exit-after S      exit after S seconds, with --exit-status (default 1)
              --exit-code N       exit with N right away (before listening)
              --grandchild FILE   spawn a `sleep` grandchild, write its pid to FILE
              --ignore-term       ignore SIGTERM (tests the SIGKILL escalation)
@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--startup-delay", type=float, default=0)
     parser.add_argument("--exit-after", type=float)
     parser.add_argument("--exit-code", type=int)
+    parser.add_argument("--exit-status", type=int, default=1)
     parser.add_argument("--grandchild")
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--print")
@@ -177,7 +178,7 @@ def main() -> None:
             handle.write(str(child.pid))
     time.sleep(args.startup_delay)
     if args.exit_after is not None:
-        threading.Timer(args.exit_after, lambda: os._exit(1)).start()
+        threading.Timer(args.exit_after, lambda: os._exit(args.exit_status)).start()
     if args.unix_socket:
         server = UnixHTTPServer(args.unix_socket, Handler)
     else:

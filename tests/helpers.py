@@ -1,0 +1,68 @@
+"""Helpers for integration tests: bounded waits, the test app, process checks."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
+APPS = pathlib.Path(__file__).parent / "apps"
+HTTPAPP = [sys.executable, str(APPS / "httpapp.py")]
+
+
+def reactor():
+    from twisted.internet import reactor as the_reactor
+
+    return the_reactor
+
+
+async def within(deferred: Deferred, seconds: float):
+    """Await C{deferred}, failing the test after C{seconds}."""
+    return await deferred.addTimeout(seconds, reactor())
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor(), seconds, lambda: None)
+
+
+async def poll(condition, timeout: float, interval: float = 0.02, message: str = "condition"):
+    """Wait until C{condition()} is truthy (returns its value); fail after C{timeout} s."""
+    deadline = reactor().seconds() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if reactor().seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        await sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    """True while C{pid} runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process whose ancestry reaches C{pid}."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != b"Z":
+                parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found

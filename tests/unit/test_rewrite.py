@@ -1,0 +1,62 @@
+"""The proxy's pure rewriting rules."""
+
+import pytest
+
+from hubtwist.proxy.rewrite import (
+    backend_path, forwarded_headers, rewrite_cookie_path, rewrite_location, strip_hop_by_hop,
+)
+
+BACKEND = frozenset({"127.0.0.1:9000", "localhost:9000"})
+
+
+def test_hop_by_hop_headers_and_those_connection_names_are_dropped():
+    headers = [(b"Connection", [b"keep-alive, X-Secret"]), (b"X-Secret", [b"1"]),
+               (b"Keep-Alive", [b"5"]), (b"Transfer-Encoding", [b"chunked"]), (b"TE", [b"trailers"]),
+               (b"Upgrade", [b"h2c"]), (b"Content-Length", [b"3"]), (b"Accept", [b"*/*"]),
+               (b"Cookie", [b"a=1"])]
+    assert strip_hop_by_hop(headers) == [(b"Accept", [b"*/*"]), (b"Cookie", [b"a=1"])]
+
+
+@pytest.mark.parametrize("path, absolute, mappath, expected", [
+    (b"/user/a/app/x?q=1", False, None, b"/x?q=1"),
+    (b"/user/a/app/", False, None, b"/"),
+    (b"/user/a/app/x?q=1", True, None, b"/user/a/app/x?q=1"),
+    (b"/user/a/app/", False, {"/": "/lab"}, b"/lab"),
+    (b"/user/a/app/x?y", False, {"/": "/lab"}, b"/x?y"),
+    (b"/user/a/app/x?y", False, lambda p: "/mapped" + p, b"/mapped/x?y"),
+])
+def test_backend_path(path, absolute, mappath, expected):
+    assert backend_path(path, b"/user/a/app/", absolute, mappath) == expected
+
+
+def test_forwarded_headers_extend_existing_ones():
+    headers = forwarded_headers(
+        {b"x-forwarded-for": [b"10.0.0.1"], b"x-forwarded-proto": [b"https"]},
+        b"127.0.0.1", b"http", b"hub.example:8000", b"8000", b"/user/a/app/")
+    assert headers[b"x-forwarded-for"] == [b"10.0.0.1, 127.0.0.1"]
+    assert headers[b"x-forwarded-proto"] == [b"https, http"]
+    assert headers[b"x-forwarded-host"] == [b"hub.example:8000"]
+    assert headers[b"x-forwarded-port"] == [b"8000"]
+    assert headers[b"x-forwarded-prefix"] == [b"/user/a/app"]
+
+
+@pytest.mark.parametrize("location, absolute, expected", [
+    ("http://127.0.0.1:9000/login?next=/x", False, "https://hub.example/user/a/app/login?next=/x"),
+    ("http://localhost:9000/", False, "https://hub.example/user/a/app/"),
+    ("http://127.0.0.1:9000/user/a/app/x", True, "https://hub.example/user/a/app/x"),
+    ("/login", False, "/user/a/app/login"),
+    ("/user/a/app/login", True, "/user/a/app/login"),
+    ("login", False, "login"),
+    ("https://evil.example/", False, "https://evil.example/"),
+    ("//evil.example/x", False, "//evil.example/x"),
+    ("http://127.0.0.1:9999/", False, "http://127.0.0.1:9999/"),
+])
+def test_location_rewriting(location, absolute, expected):
+    assert rewrite_location(location, prefix="/user/a/app/", absolute_url=absolute,
+                            public_origin="https://hub.example", backend_netlocs=BACKEND) == expected
+
+
+def test_cookie_paths_move_under_the_prefix():
+    assert rewrite_cookie_path(b"a=1; Path=/; HttpOnly", b"/user/a/app/") == b"a=1; Path=/user/a/app/; HttpOnly"
+    assert rewrite_cookie_path(b"b=2; path=/sub", b"/p/") == b"b=2; Path=/p/sub"
+    assert rewrite_cookie_path(b"c=3", b"/p/") == b"c=3"
