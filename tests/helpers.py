@@ -6,7 +6,7 @@ import os
 import pathlib
 import sys
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 
 APPS = pathlib.Path(__file__).parent / "apps"
@@ -19,9 +19,9 @@ def reactor():
     return the_reactor
 
 
-async def within(deferred: Deferred, seconds: float):
-    """Await C{deferred}, failing the test after C{seconds}."""
-    return await deferred.addTimeout(seconds, reactor())
+def within(awaitable, seconds: float) -> Deferred:
+    """C{awaitable} (a Deferred or coroutine) as a Deferred that fails after C{seconds}."""
+    return ensureDeferred(awaitable).addTimeout(seconds, reactor())
 
 
 async def sleep(seconds: float) -> None:

@@ -147,7 +147,8 @@ class _Relay(Protocol):
 class _Exchange:
     """One proxied request: waiting for the app, the upstream request, the relay."""
 
-    __slots__ = ("forwarder", "request", "route", "client_gone", "pending", "relay", "target")
+    __slots__ = ("forwarder", "request", "route", "client_gone", "pending", "relay", "target",
+                 "timed_out")
 
     def __init__(self, forwarder: "Forwarder", request, route: Route) -> None:
         self.forwarder = forwarder
@@ -157,6 +158,7 @@ class _Exchange:
         self.pending = None
         self.relay = None
         self.target = b""
+        self.timed_out = False
         request.notifyFinish().addErrback(self._client_lost)
 
     def _client_lost(self, _failure) -> None:
@@ -215,16 +217,22 @@ class _Exchange:
             body = None
         sending = self.forwarder.agent.request(address, request.method, self.target, headers, body)
         if config.request_timeout:
-            sending.addTimeout(config.request_timeout, self.forwarder.reactor)
+            sending.addTimeout(config.request_timeout, self.forwarder.reactor,
+                               onTimeoutCancel=self._timeout_cancelled)
         self.pending = sending
         sending.addCallbacks(self._response, self._upstream_failed, errbackArgs=(address,))
+
+    def _timeout_cancelled(self, result, timeout):
+        # Agent reports a cancelled request as ResponseNeverReceived; remember why.
+        self.timed_out = True
+        return result
 
     def _upstream_failed(self, failure, address: BackendAddress) -> None:
         self.pending = None
         if self.client_gone:
             return
         name = self.route.keeper.name
-        if failure.check(CancelledError, DeferredTimeout):
+        if self.timed_out:
             send_error(self.request, 504, "App timed out",
                        f"The app {name!r} did not answer within "
                        f"{self.route.config.request_timeout:g} s (request_timeout).")

@@ -147,6 +147,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 256
 
     def get_request(self):
         request, _ = super().get_request()
@@ -183,6 +184,7 @@ def main() -> None:
         server = UnixHTTPServer(args.unix_socket, Handler)
     else:
         ThreadingHTTPServer.daemon_threads = True
+        ThreadingHTTPServer.request_queue_size = 256  # the stdlib default of 5 drops bursts
         server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
         server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.serve_forever()

@@ -1,0 +1,156 @@
+"""The `hubtwist` command as users run it: real subprocesses, signals, exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.helpers import HTTPAPP, alive, descendants
+
+HUBTWIST = [sys.executable, "-m", "hubtwist"]
+
+
+def run(*args, timeout=30, **kwargs):
+    return subprocess.run([*HUBTWIST, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def get(url: str, timeout: float = 30) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture
+def hubtwist_process():
+    started = []
+
+    def start(*args):
+        process = subprocess.Popen([*HUBTWIST, *args], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        if process.stdout:
+            process.stdout.close()
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("hubtwist 0.")
+
+
+def test_check_config_prints_the_effective_configuration(tmp_path):
+    path = tmp_path / "apps.toml"
+    path.write_text('[servers.app]\ncommand = ["app", "{port}"]\n')
+    result = run("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert 'command = ["app", "{port}"]' in result.stdout
+    assert "timeout = 30" in result.stdout
+
+
+def test_check_config_error_names_file_and_key_without_traceback(tmp_path):
+    path = tmp_path / "apps.toml"
+    path.write_text('[servers.app]\ncommand = ["app"]\ntimout = 3\n')
+    result = run("check-config", str(path))
+    assert result.returncode == 2
+    assert result.stderr == (f"hubtwist: {path}: `servers.app.timout` is not a known key. "
+                             "Did you mean `timeout`?\n")
+
+
+def test_a_bad_config_stops_startup_with_status_2(tmp_path):
+    path = tmp_path / "apps.toml"
+    path.write_text('[servers.app]\ncommand = "app --port {port}"\n')
+    result = run("--config", str(path))
+    assert result.returncode == 2
+    assert "`servers.app.command` must be a list" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_nothing_to_serve_is_explained():
+    result = run()
+    assert result.returncode == 2
+    assert "nothing to serve" in result.stderr
+
+
+def test_a_port_in_use_is_reported(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("--listen", f"tcp:{port}:interface=127.0.0.1", "--", *HTTPAPP, "--port", "{port}")
+    assert result.returncode == 1
+    assert f"cannot listen on 'tcp:{port}:interface=127.0.0.1'" in result.stderr
+
+
+def test_single_app_mode_serves_and_sigterm_stops_everything(hubtwist_process, tmp_path):
+    port = free_port()
+    grandchild_file = tmp_path / "grandchild.pid"
+    process = hubtwist_process(
+        "--listen", f"tcp:{port}:interface=127.0.0.1", "--autostart", "--",
+        *HTTPAPP, "--port", "{port}", "--grandchild", str(grandchild_file))
+    status, body = wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
+    app_pid = int(body)
+    grandchild = int(wait_for(lambda: grandchild_file.exists() and grandchild_file.read_text(), 10,
+                              "the grandchild"))
+    assert alive(app_pid) and alive(grandchild)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    output = process.stdout.read()
+    assert "[app] running -> stopping" in output
+    assert not alive(app_pid)
+    wait_for(lambda: not alive(grandchild), 5, "the grandchild to be gone")
+
+
+def test_sigkill_of_hubtwist_leaves_no_process_behind(hubtwist_process, tmp_path):
+    port = free_port()
+    grandchild_file = tmp_path / "grandchild.pid"
+    process = hubtwist_process(
+        "--listen", f"tcp:{port}:interface=127.0.0.1", "--autostart", "--",
+        *HTTPAPP, "--port", "{port}", "--grandchild", str(grandchild_file), "--ignore-term")
+    wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
+    wait_for(grandchild_file.exists, 10, "the grandchild")
+    tree = descendants(process.pid)
+    tree.add(int(grandchild_file.read_text()))  # already in its own session, but still ours
+    assert len(tree) >= 3, tree  # the app, its grandchild, the guardian
+    process.kill()
+    process.wait(timeout=10)
+    wait_for(lambda: not any(alive(pid) for pid in tree), 10,
+             f"every process of the tree to be gone: {[p for p in tree if alive(p)]}")
+
+
+def _try_get(url: str):
+    try:
+        return get(url, timeout=2)
+    except OSError:
+        return None
