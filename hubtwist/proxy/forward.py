@@ -19,7 +19,9 @@ from twisted.internet.defer import CancelledError, TimeoutError as DeferredTimeo
 from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
+from twisted.web.client import (
+    URI, Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived, readBody,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, UNKNOWN_LENGTH
@@ -29,6 +31,7 @@ from zope.interface import implementer
 from hubtwist.config.schema import ServerConfig
 from hubtwist.config.templates import expand, template_values
 from hubtwist.proxy.errors import send_error
+from hubtwist.proxy.rewritable import ResponseHeaders, RewritableResponse, apply_rewriters
 from hubtwist.proxy.rewrite import (
     backend_path, forwarded_headers, rewrite_cookie_path, rewrite_location, strip_hop_by_hop,
 )
@@ -59,6 +62,7 @@ class Route:
     public_base: str
     mappath: object = None
     exclude: re.Pattern | None = None
+    rewriters: tuple = ()
 
     @classmethod
     def for_server(cls, keeper, prefix: bytes, config: ServerConfig, public_base: str) -> "Route":
@@ -68,7 +72,8 @@ class Route:
         exclude = None
         if config.exclude_last_activity_patterns:
             exclude = re.compile("|".join(f"(?:{p})" for p in config.exclude_last_activity_patterns))
-        return cls(keeper, prefix, config, public_base, mappath or None, exclude)
+        rewriters = tuple(load_callable(path) for path in config.rewrite_response)
+        return cls(keeper, prefix, config, public_base, mappath or None, exclude, rewriters)
 
     def counts_as_activity(self, target: bytes) -> bool:
         if not self.config.update_last_activity:
@@ -253,21 +258,68 @@ class _Exchange:
             return
         if route.counts_as_activity(self.target):
             route.keeper.touch()
-        request.setResponseCode(response.code, response.phrase)
-        out = request.responseHeaders
-        out.removeHeader(b"server")
-        out.removeHeader(b"date")
         rewrite = self.forwarder.rewrite_header
+        headers = []
         for name, values in response.headers.getAllRawHeaders():
             lower = name.lower()
             if lower in (b"location", b"content-location", b"set-cookie"):
                 values = [rewrite(request, route, lower, value) for value in values]
+            headers.append((name, values))
+        if route.rewriters:
+            self._buffer_and_rewrite(response, headers)
+            return
+        request.setResponseCode(response.code, response.phrase)
+        out = request.responseHeaders
+        out.removeHeader(b"server")
+        out.removeHeader(b"date")
+        for name, values in headers:
             out.setRawHeaders(name, values)
         if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
             out.setRawHeaders(b"content-length", [b"%d" % response.length])
         request.write(b"")  # headers out now: an SSE stream's first event must not wait
         self.relay = _Relay(self)
         response.deliverBody(self.relay)
+
+    def _buffer_and_rewrite(self, response, headers) -> None:
+        """C{rewrite_response}: the whole body is read, rewritten, then sent."""
+        reading = readBody(response)
+        self.pending = reading
+        reading.addCallback(self._send_rewritten, response, headers)
+        reading.addErrback(self._rewrite_failed)
+
+    def _send_rewritten(self, body: bytes, response, headers) -> None:
+        self.pending = None
+        request, route = self.request, self.route
+        rewritable = RewritableResponse(
+            response.code, response.phrase.decode("latin-1"),
+            ResponseHeaders([(name.decode("latin-1"), value.decode("latin-1"))
+                             for name, values in headers for value in values]),
+            body)
+        address = route.keeper.address
+        rewritten = apply_rewriters(list(route.rewriters), rewritable, {
+            "request": request, "host": address.host if address else "",
+            "port": address.port if address else 0, "path": self.target.decode("latin-1"),
+        })
+        request.setResponseCode(rewritten.code, rewritten.reason.encode("latin-1"))
+        out = request.responseHeaders
+        for name in (b"server", b"date"):
+            out.removeHeader(name)
+        for name, value in rewritten.headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                out.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+        body = rewritten.body if isinstance(rewritten.body, bytes) else str(rewritten.body).encode()
+        out.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        request.write(body)
+        request.finish()
+
+    def _rewrite_failed(self, failure) -> None:
+        self.pending = None
+        if self.client_gone:
+            return
+        log.failure("rewrite_response of {server} failed", failure, server=self.route.keeper.name)
+        send_error(self.request, 502, "Response rewriting failed",
+                   f"A rewrite_response function of {self.route.keeper.name!r} failed: "
+                   f"{failure.getErrorMessage()}")
 
     def body_done(self, reason) -> None:
         request = self.request

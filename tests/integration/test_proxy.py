@@ -301,3 +301,20 @@ async def test_body_over_max_body_size_is_413(hubtwist):
     assert response.code == 413
     ok = await treq.post(f"{ht.url}/app/echo", data=b"x" * 999)
     assert ok.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_rewrite_response_functions_change_status_headers_and_body(hubtwist):
+    ht = await hubtwist(servers={
+        "app": {"command": APP, "rewrite_response": ["tests.apps.rewriters:teapot_for_404",
+                                                     "tests.apps.rewriters:shout"]},
+        "broken": {"command": APP, "rewrite_response": "tests.apps.rewriters:broken"}})
+    response = await treq.get(f"{ht.url}/app/hello")
+    assert response.code == 200 and await response.content() == b"HELLO FROM HTTPAPP"
+    assert response.headers.getRawHeaders("x-rewritten") == ["yes"]
+    assert response.length == 18
+    teapot = await treq.get(f"{ht.url}/app/status/404")
+    assert teapot.code == 418 and await teapot.content() == b"WAS 404"
+    broken = await treq.get(f"{ht.url}/broken/", headers={"Accept": "application/json"})
+    assert broken.code == 502
+    assert "this rewriter is broken" in json.loads(await text_of(broken))["message"]

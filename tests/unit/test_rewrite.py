@@ -60,3 +60,23 @@ def test_cookie_paths_move_under_the_prefix():
     assert rewrite_cookie_path(b"a=1; Path=/; HttpOnly", b"/user/a/app/") == b"a=1; Path=/user/a/app/; HttpOnly"
     assert rewrite_cookie_path(b"b=2; path=/sub", b"/p/") == b"b=2; Path=/p/sub"
     assert rewrite_cookie_path(b"c=3", b"/p/") == b"c=3"
+
+
+def test_rewriters_get_the_arguments_they_ask_for():
+    from hubtwist.proxy.rewritable import ResponseHeaders, RewritableResponse, apply_rewriters
+    from tests.apps.rewriters import shout, teapot_for_404
+
+    response = RewritableResponse(404, "Not Found", ResponseHeaders([("Content-Type", "text/plain")]), b"nope")
+    result = apply_rewriters([teapot_for_404, shout], response, {"path": "/status/404", "port": 1})
+    assert (result.code, result.reason, result.body) == (418, "I'm a teapot", b"WAS 404")
+    assert result.headers["x-rewritten"] == "yes" and result.headers["content-type"] == "text/plain"
+
+
+def test_a_rewriter_asking_for_an_unknown_argument_is_named():
+    from hubtwist.proxy.rewritable import ResponseHeaders, RewritableResponse, apply_rewriters
+
+    def wants_session(response, session):
+        pass
+
+    with pytest.raises(TypeError, match="asks for 'session'; available: path, response, orig_response"):
+        apply_rewriters([wants_session], RewritableResponse(200, "OK", ResponseHeaders(), b""), {"path": "/"})
