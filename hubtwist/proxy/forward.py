@@ -217,6 +217,9 @@ class _Exchange:
         config = route.config
         self.target = backend_path(request.uri, route.prefix, config.absolute_url, route.mappath)
         headers = self.forwarder.upstream_headers(request, route, address)
+        if is_upgrade(request):
+            self.forwarder.upgrades.bridge(request, route, address, self.target, headers)
+            return
         body = request.body
         if body.length == 0:
             body = None
@@ -334,16 +337,41 @@ class _Exchange:
             request.loseConnection()
 
 
-class Forwarder:
-    """Proxies requests along L{Route}s through one shared L{BackendAgent}."""
+def is_upgrade(request) -> bool:
+    """A WebSocket handshake (GET with C{Upgrade: websocket})."""
+    upgrade = request.requestHeaders.getRawHeaders(b"upgrade")
+    return bool(upgrade) and request.method == b"GET" and b"websocket" in b",".join(upgrade).lower()
 
-    def __init__(self, reactor, agent: BackendAgent | None = None) -> None:
+
+class NoUpgrades:
+    """The upgrade handler when no WebSocket bridge is configured: a clear 501."""
+
+    def bridge(self, request, route, address, target, headers) -> None:
+        send_error(request, 501, "WebSockets not available",
+                   "This hubtwist cannot bridge WebSocket connections.")
+
+
+class Forwarder:
+    """
+    Proxies requests along L{Route}s through one shared L{BackendAgent}. WebSocket
+    handshakes go to C{upgrades} (an object with C{bridge(request, route, address, target,
+    headers)}) once the app is running and the upstream headers are built.
+    """
+
+    def __init__(self, reactor, agent: BackendAgent | None = None, upgrades=None) -> None:
         self.reactor = reactor
         self.agent = agent or BackendAgent(reactor)
+        self.upgrades = upgrades or NoUpgrades()
 
     def forward(self, request, route: Route):
         """Proxy C{request} along C{route}; returns C{NOT_DONE_YET} for twisted.web."""
         request.defaultContentType = None
+        if route.config.raw_socket_proxy and not is_upgrade(request):
+            request.setHeader(b"allow", b"GET")
+            send_error(request, 405, "WebSocket only",
+                       f"{route.keeper.name!r} is a raw socket app: connect to it with a "
+                       "WebSocket (GET with Upgrade: websocket).")
+            return NOT_DONE_YET
         _Exchange(self, request, route).start()
         return NOT_DONE_YET
 
