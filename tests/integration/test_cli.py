@@ -154,3 +154,19 @@ def _try_get(url: str):
         return get(url, timeout=2)
     except OSError:
         return None
+
+
+def test_json_log_lines_carry_the_server_name(hubtwist_process):
+    import json
+
+    port = free_port()
+    process = hubtwist_process("--listen", f"tcp:{port}:interface=127.0.0.1", "--log-format", "json",
+                               "--autostart", "--", *HTTPAPP, "--port", "{port}", "--print", "hi")
+    wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/"), 30, "the app")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 0
+    records = [json.loads(line) for line in process.stdout.read().splitlines() if line.strip()]
+    assert {"time", "level", "namespace", "message"} <= set(records[0])
+    app_lines = [r for r in records if r.get("server") == "app"]
+    assert any(r["message"] == "[app] hi" and r["stream"] == "stdout" for r in app_lines)
+    assert any("stopped -> starting" in r["message"] for r in app_lines)

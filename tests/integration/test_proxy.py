@@ -318,3 +318,39 @@ async def test_rewrite_response_functions_change_status_headers_and_body(hubtwis
     broken = await treq.get(f"{ht.url}/broken/", headers={"Accept": "application/json"})
     assert broken.code == 502
     assert "this rewriter is broken" in json.loads(await text_of(broken))["message"]
+
+
+def _established_to(port: int) -> int:
+    """Established TCP connections from this host to 127.0.0.1:port (/proc/net/tcp)."""
+    count = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            remote_port = int(fields[2].split(":")[1], 16)
+            if remote_port == port and fields[3] == "01":
+                count += 1
+    return count
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_disconnect_cancels_the_backend_request_and_nothing_leaks(hubtwist):
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    ht = await hubtwist(servers={"app": {"command": APP}})
+    keeper = ht.keepers["app"]
+    await within(keeper.ensure_running(), 30)
+    port = keeper.address.port
+    fds_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        client = await connectProtocol(
+            TCP4ClientEndpoint(reactor(), "127.0.0.1", ht.ports[0].getHost().port), Protocol())
+        client.transport.write(b"GET /app/slow?s=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await poll(lambda: _established_to(port) >= 1, 10, message="the backend request")
+        client.transport.abortConnection()
+        await poll(lambda: _established_to(port) == 0, 10,
+                   message="hubtwist to close its connection to the app")
+    await poll(lambda: len(os.listdir("/proc/self/fd")) <= fds_before + 2, 10,
+               message="file descriptors to return to where they were")
+    response = await treq.get(f"{ht.url}/app/pid")
+    assert response.code == 200
