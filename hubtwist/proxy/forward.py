@@ -107,7 +107,28 @@ class _AddressEndpoints:
         return origin
 
     def endpointForURI(self, uri):
-        return self._addresses[(uri.host, uri.port)].endpoint(self._reactor, timeout=10)
+        return _NoDelay(self._addresses[(uri.host, uri.port)].endpoint(self._reactor, timeout=10))
+
+
+class _NoDelay:
+    """
+    Connects like the wrapped endpoint, then turns Nagle off: a proxy writes a request or
+    response head and its body in separate segments, and Nagle holding the second until the
+    peer's delayed ACK adds up to 40 ms to a request.
+    """
+
+    def __init__(self, endpoint) -> None:
+        self._endpoint = endpoint
+
+    def connect(self, factory):
+        return self._endpoint.connect(factory).addCallback(_no_delay)
+
+
+def _no_delay(protocol):
+    set_no_delay = getattr(protocol.transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:  # not on unix sockets
+        set_no_delay(True)
+    return protocol
 
 
 class BackendAgent:
