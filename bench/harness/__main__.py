@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import os
 import sys
 import time
@@ -82,7 +81,7 @@ def main(argv: list[str]) -> int:
     mode_class, load_class = modes()[args.mode]
     mode = mode_class(load_settings(load_class, args))
     install_cleanup()
-    when = datetime.datetime.now().astimezone()
+    run = report.RunInfo(command=" ".join(["bench/run", *argv]))
     started = time.monotonic()
     try:
         if not args.no_install:
@@ -97,8 +96,9 @@ def main(argv: list[str]) -> int:
         return 130
     finally:
         stop_all()
-    text = report.render(mode, rows, versions, when, time.monotonic() - started)
-    path = report.write(mode, text, when)
+    run.elapsed = time.monotonic() - started
+    text = report.render(mode, rows, versions, run)
+    path = report.write(mode, text, run)
     print(text)
     log(f"results written to {path}")
     return 0

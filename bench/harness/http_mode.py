@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from harness.common import LOOPBACK, SCRATCH, TargetFailed, free_port, log
 from harness.peers import Peer, Running, nginx_version, proxies, start_nginx_static
 from harness.report import ratio
-from harness.runner import Column, Mode, Row
+from harness.runner import Column, Mode, Row, rss_settings
 from harness.wrk import run_wrk
 
 WWW = SCRATCH / "www"
@@ -97,10 +97,10 @@ class HttpMode(Mode):
         if hashlib.sha256(body).hexdigest() != self.digests[path]:
             raise TargetFailed(f"GET {running.prefix + path}: the body differs from the file")
 
-    def first_request(self, running: Running) -> None:
+    def first_request(self, running: Running, key: str) -> None:
         self._expect(running, "/1k.bin")
 
-    def check(self, running: Running) -> None:
+    def check(self, running: Running, key: str) -> None:
         self._expect(running, "/8m.bin")
 
     def load(self, running: Running, row: Row) -> None:
@@ -135,8 +135,7 @@ class HttpMode(Mode):
             f"-d{load.bulk_duration:g}s`; MiB/s = bytes read (bodies and headers) / duration",
             "backend: nginx, static files, sendfile, access_log off; every peer and wrk on "
             "this one machine, all on 127.0.0.1",
-            "RSS: sum of VmRSS over the peer's process tree; idle = after start and one 1 KB "
-            "request; peak = max of 100 ms samples during the load and the root's VmHWM",
+            rss_settings("one 1 KB request"),
         ]
 
     def ratios(self, rows: dict[str, Row]) -> list[str]:

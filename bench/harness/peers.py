@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -167,7 +168,8 @@ def start_chp(backend_port: int) -> Running:
 
 def chp_version() -> str:
     chp = install.CHP_PREFIX / "node_modules/.bin/configurable-http-proxy"
-    return f"{command_output([str(chp), '--version'])} on Node {command_output(['node', '--version'])}"
+    node = command_output(["node", "--version"])
+    return f"{command_output([str(chp), '--version'])} on Node {node}"
 
 
 # --- jupyter-server-proxy standalone --------------------------------------------------------
@@ -207,10 +209,13 @@ def jsp_version() -> str:
 
 def hubtwist_command() -> tuple[list[str], dict[str, str]]:
     """
-    How to run hubtwist: its console script when installed, else C{python -m hubtwist} from
-    this checkout (the same entry point, without installing anything).
+    How to run hubtwist: C{$BENCH_HUBTWIST} when set (a command line, e.g. another build),
+    else its console script when installed, else C{python -m hubtwist} from this checkout
+    (the same entry point, without installing anything).
     """
     quiet = {"PYTHONDONTWRITEBYTECODE": "1"}  # leave no __pycache__ in the checkout
+    if os.environ.get("BENCH_HUBTWIST"):
+        return shlex.split(os.environ["BENCH_HUBTWIST"]), quiet
     script = shutil.which("hubtwist")
     if script:
         return [script], quiet
@@ -243,17 +248,26 @@ def start_hubtwist(backend_port: int) -> Running:
 
 
 def hubtwist_version() -> str:
+    """Version, git commit of this checkout, and how hubtwist is run; says so when the
+    hubtwist that runs is not this checkout's."""
     argv, extra_env = hubtwist_command()
     python = sys.executable if argv[0] == sys.executable else _script_python(argv[0])
-    version = command_output([python, "-c", (
-        "import hubtwist, twisted; print('hubtwist', hubtwist.__version__, '/ Twisted', "
-        "twisted.__version__)"
-    )], env=child_env(**extra_env)) or "hubtwist (not importable)"
-    commit = command_output(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
-    dirty = command_output(["git", "-C", str(REPO_DIR), "status", "--porcelain",
-                     "--untracked-files=no"])
-    how = "console script" if argv[0] != sys.executable else "python -m hubtwist"
-    return f"{version} (git {commit}{'+dirty' if dirty else ''}, via {how})"
+    found = command_output([python, "-c", (
+        "import os, hubtwist, twisted; print(hubtwist.__version__, twisted.__version__, "
+        "os.path.dirname(os.path.dirname(os.path.abspath(hubtwist.__file__))))"
+    )], env=child_env(**extra_env)).split()
+    if len(found) != 3:
+        return "hubtwist (not importable)"
+    version, twisted, location = found
+    # --no-optional-locks: read-only, never contends with a concurrent git command.
+    git = ["git", "--no-optional-locks", "-C", str(REPO_DIR)]
+    commit = command_output([*git, "rev-parse", "--short", "HEAD"])
+    dirty = command_output([*git, "status", "--porcelain", "--untracked-files=no"])
+    how = ("$BENCH_HUBTWIST" if os.environ.get("BENCH_HUBTWIST") else
+           "python -m hubtwist" if argv[0] == sys.executable else "console script")
+    where = "" if Path(location) == REPO_DIR else f", imported from {location}, not this checkout"
+    return (f"hubtwist {version} / Twisted {twisted} (git {commit}{'+dirty' if dirty else ''}, "
+            f"via {how}{where})")
 
 
 def _script_python(script: str) -> str:

@@ -67,31 +67,33 @@ class Proc:
                            f"{self.tail()}")
 
     def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM to the process group, then SIGKILL after C{grace} seconds; finally SIGKILL
-        to any descendant that had moved to a group of its own."""
+        """SIGTERM to the process group, SIGKILL to what is left of it after C{grace} seconds
+        (or as soon as the leader is gone), then SIGKILL to any descendant that had moved to
+        a group of its own (checked by start time, so a reused pid is left alone)."""
         if self in _running:
             _running.remove(self)
-        descendants = process_tree(self.popen.pid)[1:] if self.popen.poll() is None else []
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.popen.wait(timeout=grace)
-                # The leader is gone; give the rest of its group the same signal at once.
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except subprocess.TimeoutExpired:
-                continue
-            except ProcessLookupError:
-                pass
-            break
+        descendants = []
+        if self.popen.poll() is None:
+            descendants = [(pid, _start_time(pid)) for pid in process_tree(self.pid)[1:]]
+        self._signal_group(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        self._signal_group(signal.SIGKILL)
         self.popen.wait()
-        for pid in descendants:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for pid, started in descendants:
+            if started is not None and _start_time(pid) == started:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass  # the whole group is gone already
 
 
 def stop_all() -> None:
@@ -110,6 +112,8 @@ def install_cleanup() -> None:
     """Stop all started processes on exit, on SIGTERM/SIGHUP, and (as KeyboardInterrupt) on
     Ctrl-C."""
     atexit.register(stop_all)
+    # Also when started in the background of a script, where SIGINT comes in ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
 
@@ -137,9 +141,19 @@ def _status_kib(pid: int, field: str) -> int:
             for line in status:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:  # gone
         pass
     return 0
+
+
+def _start_time(pid: int) -> int | None:
+    """When a process started (clock ticks after boot, /proc/PID/stat field 22); None when
+    it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def process_tree(root: int) -> list[int]:
@@ -152,7 +166,7 @@ def process_tree(root: int) -> list[int]:
             with open(f"/proc/{entry.name}/stat") as stat:
                 # The command name may hold spaces and parentheses: split after the last ')'.
                 ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry.name))
     tree, todo = [], [root]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.common import RESULTS
@@ -29,6 +30,8 @@ def machine() -> list[str]:
         f"CPUs usable (`nproc`): {len(os.sched_getaffinity(0))}",
         f"CPU: {cpu_model()}",
         f"kernel: {platform.system()} {platform.release()}",
+        "load average at the start (1, 5, 15 min): "
+        + ", ".join(f"{load:.2f}" for load in os.getloadavg()),
         f"Python running the harness: {platform.python_version()}",
     ]
 
@@ -68,21 +71,33 @@ def ratio(rows: dict[str, Row], label: str, top: tuple[str, str], bottom: tuple[
     return f"- {label}: **{value:.2f}** ({better})"
 
 
-def render(mode: Mode, rows: list[Row], versions: dict[str, str], when: datetime.datetime,
-           elapsed: float) -> str:
+@dataclass
+class RunInfo:
+    """Facts about the run itself, taken when it starts (and its length, at the end)."""
+
+    command: str
+    when: datetime.datetime = field(default_factory=lambda: datetime.datetime.now().astimezone())
+    machine: list[str] = field(default_factory=machine)
+    elapsed: float = 0.0
+
+
+def render(mode: Mode, rows: list[Row], versions: dict[str, str], run: RunInfo) -> str:
     """The whole report."""
     lines = [
-        f"# hubtwist {mode.name.upper()} benchmark, {when:%Y-%m-%d %H:%M:%S %Z}",
+        f"# hubtwist {mode.name.upper()} benchmark, {run.when:%Y-%m-%d %H:%M:%S %Z}",
         "",
         "## Machine",
-        *(f"- {line}" for line in machine()),
+        *(f"- {line}" for line in run.machine),
+        "- load average at the end: " + ", ".join(f"{load:.2f}" for load in os.getloadavg())
+        + " (other work on the machine skews the figures)",
         "",
         "## Versions",
         *(f"- {label}: {version or 'unknown'}" for label, version in versions.items()),
         "",
         "## Load",
+        f"- command: `{run.command}`",
         *(f"- {line}" for line in mode.settings()),
-        f"- whole run: {elapsed:.0f}s",
+        f"- run time, installs included: {run.elapsed:.0f}s",
         "",
         "## Results",
         *table(mode, rows),
@@ -94,9 +109,9 @@ def render(mode: Mode, rows: list[Row], versions: dict[str, str], when: datetime
     return "\n".join(lines)
 
 
-def write(mode: Mode, text: str, when: datetime.datetime) -> Path:
+def write(mode: Mode, text: str, run: RunInfo) -> Path:
     """Save the report as C{bench/results/MODE-TIMESTAMP.md}."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{mode.name}-{when:%Y%m%d-%H%M%S}.md"
+    path = RESULTS / f"{mode.name}-{run.when:%Y%m%d-%H%M%S}.md"
     path.write_text(text)
     return path

@@ -33,6 +33,13 @@ RSS_COLUMNS = [
 ]
 
 
+def rss_settings(first_request: str) -> str:
+    """The report line that says how the RSS columns were taken."""
+    return ("RSS: sum of VmRSS over the peer's process tree (jsp: its own process only); idle = "
+            f"after start and {first_request}; peak = largest 100 ms sample during the load, or "
+            "the root process's VmHWM if larger")
+
+
 @dataclass
 class Row:
     """The outcome for one peer: figures, notes, or why it failed."""
@@ -57,11 +64,11 @@ class Mode:
         """The peers, in table order: "direct" (the backend itself) first."""
         raise NotImplementedError
 
-    def first_request(self, running: Running) -> None:
-        """One small request, checked; idle memory is taken right after it."""
+    def first_request(self, running: Running, key: str) -> None:
+        """One small request to peer C{key}, checked; idle memory is taken right after it."""
         raise NotImplementedError
 
-    def check(self, running: Running) -> None:
+    def check(self, running: Running, key: str) -> None:
         """Any further checks before the load (large responses, ...)."""
 
     def load(self, running: Running, row: Row) -> None:
@@ -85,10 +92,10 @@ def measure(mode: Mode, peer: Peer, backend: Running) -> Row:
     try:
         running = peer.start(backend.port)
         log(f"{peer.key}: listening on port {running.port} (pid {running.proc.pid})")
-        mode.first_request(running)
+        mode.first_request(running, peer.key)
         time.sleep(0.5)  # let the first response settle before reading memory
         row.figures["rss_idle"] = rss_mib(running.proc.pid, running.whole_tree)
-        mode.check(running)
+        mode.check(running, peer.key)
         with PeakMemory(running.proc.pid, running.whole_tree) as memory:
             mode.load(running, row)
         row.figures["rss_peak"] = memory.peak_mib
@@ -113,6 +120,9 @@ def measure(mode: Mode, peer: Peer, backend: Running) -> Row:
 def run(mode: Mode, only: set[str] | None) -> tuple[list[Row], dict[str, str]]:
     """Measure the peers (all, or those whose key is in C{only}); return the rows and the
     version of every peer measured."""
+    for old in LOGS.glob("*.log"):  # keep only this run's logs (and the install logs)
+        if not old.name.startswith("install-"):
+            old.unlink()
     # The backend outlives every row (the "direct" row measures it): stop_all stops it.
     backend = dataclasses.replace(mode.start_backend(), owned=False)
     log(f"{mode.name} backend listening on port {backend.port} (pid {backend.proc.pid})")

@@ -67,5 +67,6 @@ def run_wrk(name: str, url: str, threads: int, connections: int, seconds: float,
         p50_ms=raw["p50_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
     )
     if result.good_requests <= 0:
-        raise TargetFailed(f"no successful response under load ({result.problems() or '0 requests'})")
+        problems = result.problems() or "0 requests"
+        raise TargetFailed(f"no successful response under load ({problems})")
     return result

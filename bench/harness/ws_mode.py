@@ -16,7 +16,7 @@ from harness.common import BENCH_DIR, LOOPBACK, TargetFailed, child_env, free_po
 from harness.peers import START_TIMEOUT, Peer, Running, command_output, proxies
 from harness.procs import Proc, run_bounded
 from harness.report import ratio
-from harness.runner import Column, Mode, Row
+from harness.runner import Column, Mode, Row, rss_settings
 
 WS_DIR = BENCH_DIR / "ws"
 
@@ -93,7 +93,8 @@ class WsMode(Mode):
 
     def peers(self, backend: Running) -> list[Peer]:
         def backend_version() -> str:
-            ws = command_output(["node", "-p", "require('ws/package.json').version"], env=_node_env())
+            ws = command_output(["node", "-p", "require('ws/package.json').version"],
+                                env=_node_env())
             return f"Node {command_output(['node', '--version'])}, ws {ws}"
 
         direct = Peer("direct", "direct (Node ws echo)", lambda _port: backend, backend_version)
@@ -103,13 +104,12 @@ class WsMode(Mode):
     def _url(running: Running) -> str:
         return f"ws://{LOOPBACK}:{running.port}{running.prefix}/echo"
 
-    def first_request(self, running: Running) -> None:
-        run_client(f"ws-{running.proc.name}-check", self._url(running), 1,
-                   self.load_settings.size, 0.2)
+    def first_request(self, running: Running, key: str) -> None:
+        run_client(f"ws-{key}-check", self._url(running), 1, self.load_settings.size, 0.2)
 
-    def check(self, running: Running) -> None:
-        run_client(f"ws-{running.proc.name}-check-bulk", self._url(running), 1,
-                   self.load_settings.bulk_size, 0.2)
+    def check(self, running: Running, key: str) -> None:
+        run_client(f"ws-{key}-check-bulk", self._url(running), 1, self.load_settings.bulk_size,
+                   0.2)
 
     def load(self, running: Running, row: Row) -> None:
         load, key, url = self.load_settings, row.peer.key, self._url(running)
@@ -142,8 +142,7 @@ class WsMode(Mode):
             f"ping-pong, {load.bulk_duration:g}s; MiB/s = echoed payload (one direction)",
             "client and backend: Node with the npm `ws` package, no compression; all on "
             "127.0.0.1 on this one machine",
-            "RSS: sum of VmRSS over the peer's process tree; idle = after start and one "
-            "echoed message; peak = max of 100 ms samples during the load and the root's VmHWM",
+            rss_settings("one echoed 64 B message"),
         ]
 
     def ratios(self, rows: dict[str, Row]) -> list[str]:
