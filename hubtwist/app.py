@@ -50,7 +50,7 @@ class Running:
         """Stop listening, stop every app (whole process groups), close pooled connections."""
         await DeferredList([port.stopListening() for port in self.ports])
         await DeferredList([keeper.stop() for keeper in self.keepers.values()])
-        await self.forwarder.agent.close()
+        await self.forwarder.upstream.close()
 
 
 async def serve(reactor, config: Config, guardian: Guardian | None = None) -> Running:

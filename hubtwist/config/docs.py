@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from hubtwist.config.dump import toml_value
-from hubtwist.config.schema import Config, LauncherEntry, ServerConfig
+from hubtwist.config.schema import Config, HubConfig, LauncherEntry, ServerConfig
 
 _INTRO = """\
 # Configuration reference
@@ -36,6 +36,7 @@ _SECTIONS = (
     (Config, "Top level", ""),
     (ServerConfig, "ServerConfig", "Keys of each `[servers.NAME]` table."),
     (LauncherEntry, "LauncherEntry", "Keys of `[servers.NAME.launcher_entry]`."),
+    (HubConfig, "HubConfig", "Keys of the `[hub]` table (see docs/jupyterhub.md)."),
 )
 
 

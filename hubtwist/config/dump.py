@@ -34,8 +34,10 @@ def to_toml(config: Config) -> str:
         value = getattr(config, field.name)
         if field.name == "servers":
             continue
+        if attrs.has(type(value)):
+            value = _table(value)
         if value is not None:
-            lines.append(f"{field.name} = {toml_value(value)}")
+            lines.append(f"{field.name} = {toml_value(_shown(field, value))}")
     for name, server in config.servers.items():
         tables.append(f"\n[servers.{json.dumps(name) if '.' in name else name}]")
         nested = []
@@ -48,3 +50,14 @@ def to_toml(config: Config) -> str:
         for key, table in nested:
             tables.append(f"{key} = {toml_value(attrs.asdict(table))}")
     return "\n".join(lines + tables) + "\n"
+
+
+def _table(value: object) -> dict:
+    """A nested model as an inline table: unset keys left out, secrets hidden."""
+    return {field.name: _shown(field, getattr(value, field.name))
+            for field in attrs.fields(type(value)) if getattr(value, field.name) is not None}
+
+
+def _shown(field: attrs.Attribute, value: object) -> object:
+    # Secrets (tokens) never reach a terminal or a log through check-config.
+    return "(hidden)" if field.metadata.get("secret") and isinstance(value, str) else value

@@ -223,6 +223,18 @@ class ServerConfig:
         kinds.Seconds(0), 300.0,
         "Seconds the app has to start answering a proxied request (504 after that); 0 = no limit.",
     )
+    websocket_max_message_size: int = setting(
+        kinds.Int(0), 64 * 1024 * 1024,
+        "Largest WebSocket message in bytes, either way (as sent on the wire, so compressed "
+        "when the app and browser use permessage-deflate); a larger one closes the connection "
+        "with code 1009 (Message Too Big). 0 = unlimited.",
+    )
+    websocket_ping_interval: float = setting(
+        kinds.Seconds(0), 0.0,
+        "Seconds between WebSocket pings hubtwist sends to the browser, so idle connections "
+        "through load balancers stay open; a browser that answers nothing for three intervals "
+        "is disconnected. 0 = no pings.",
+    )
 
     def __attrs_post_init__(self) -> None:
         _check_patterns(self.exclude_last_activity_patterns, "exclude_last_activity_patterns")
@@ -231,6 +243,104 @@ class ServerConfig:
     def is_external(self) -> bool:
         """True when hubtwist only proxies to an app that something else runs."""
         return not self.command
+
+
+_SCOPE = r"[^\s!]+(?:![a-z]+=\S+)?"
+
+
+@attrs.frozen
+class HubConfig:
+    """
+    JupyterHub mode: where the Hub is and who hubtwist is to it.
+
+    A Spawner or the Hub (managed service) sets `JUPYTERHUB_*` variables and nothing here is
+    needed; a key given here wins over its variable. An external service names at least
+    `api_url`, `api_token` (or `api_token_file`) and `service_name`; the rest follows.
+    """
+
+    mode: str = setting(
+        kinds.Choice(("auto", "hub", "standalone")), "auto",
+        "`auto`: Hub mode when a Hub API URL and token are known (from here or "
+        "`JUPYTERHUB_API_URL` + `JUPYTERHUB_API_TOKEN`), standalone otherwise. `--mode` overrides.",
+    )
+    api_url: str | None = setting(
+        kinds.OptionalStr(), None,
+        "The Hub's API URL, such as `http://127.0.0.1:8081/hub/api` (`JUPYTERHUB_API_URL`).",
+    )
+    api_token: str | None = setting(
+        kinds.OptionalStr(), None,
+        "hubtwist's own Hub API token, also its OAuth client secret (`JUPYTERHUB_API_TOKEN`). "
+        "Prefer `api_token_file`; `check-config` never prints it.",
+        secret=True,
+    )
+    api_token_file: str | None = setting(
+        kinds.OptionalStr(), None, "A file holding the API token (surrounding whitespace ignored).",
+    )
+    service_name: str | None = setting(
+        kinds.OptionalStr(), None,
+        "The service's name in `c.JupyterHub.services` (`JUPYTERHUB_SERVICE_NAME`); empty for a "
+        "single-user server.",
+    )
+    client_id: str | None = setting(
+        kinds.OptionalStr(), None,
+        "OAuth client id (`JUPYTERHUB_CLIENT_ID`); `service-NAME` for a service. Also the name "
+        "of the login cookie.",
+    )
+    service_prefix: str | None = setting(
+        kinds.URLPrefix(), None,
+        "Public path of this server (`JUPYTERHUB_SERVICE_PREFIX`); `/services/NAME/` for a "
+        "service. The default `base_url` in Hub mode.",
+    )
+    oauth_redirect_uri: str | None = setting(
+        kinds.OptionalStr(), None,
+        "The redirect URI registered with the Hub, compared as a string "
+        "(`JUPYTERHUB_OAUTH_CALLBACK_URL`); `PREFIX/oauth_callback` by default.",
+    )
+    oauth_access_scopes: tuple[str, ...] = setting(
+        kinds.ListOf(kinds.Str(pattern=_SCOPE, pattern_text="a scope such as \"access:services!service=NAME\"")),
+        (),
+        "Holding any one of these scopes grants access (`JUPYTERHUB_OAUTH_ACCESS_SCOPES`); "
+        "`access:services!service=NAME` for a service when empty.",
+    )
+    hub_base_url: str | None = setting(
+        kinds.URLPrefix(), None,
+        "The Hub's public base path (`JUPYTERHUB_BASE_URL`, `/` by default); login is at "
+        "`BASE/hub/api/oauth2/authorize`.",
+    )
+    hub_host: str | None = setting(
+        kinds.OptionalStr(), None,
+        "The Hub's public origin when it differs from this server's, such as "
+        "`https://hub.example.org` (`JUPYTERHUB_HOST`); empty means the same origin.",
+    )
+    activity_url: str | None = setting(
+        kinds.OptionalStr(), None,
+        "Where activity is reported (`JUPYTERHUB_ACTIVITY_URL`); services have none.",
+    )
+    activity_interval: float | None = setting(
+        kinds.Seconds(0), None,
+        "Seconds between activity reports (`JUPYTERHUB_ACTIVITY_INTERVAL`, else 300); 0 turns "
+        "reporting off.",
+    )
+    cache_max_age: float = setting(
+        kinds.Seconds(0), 300.0,
+        "Seconds an identity the Hub confirmed is reused without asking again. While the Hub "
+        "is unreachable, a known identity is still accepted.",
+    )
+    allow_token_in_url: bool | None = setting(
+        kinds.Bool(), None,
+        "Accept `?token=` on ordinary requests (`JUPYTERHUB_ALLOW_TOKEN_IN_URL`, else false); "
+        "WebSocket handshakes always accept it.",
+    )
+    xsrf_protection: bool = setting(
+        kinds.Bool(), True,
+        "Cookie-authenticated unsafe requests (POST, PUT, fetch() calls ...) must carry the "
+        "`_xsrf` cookie's value as `_xsrf` argument or `X-XSRFToken` header, as JupyterHub "
+        "requires; without it the cookie is ignored. `false` leaves forgery protection to the "
+        "apps (what jupyter-server-proxy does).",
+    )
+    request_timeout: float = setting(
+        kinds.Seconds(0, exclusive=True), 10.0, "Seconds one call to the Hub API may take.",
+    )
 
 
 @attrs.frozen
@@ -264,6 +374,25 @@ class Config:
         kinds.Choice(("debug", "info", "warn", "error")), "info", "Least severe level logged."
     )
     log_format: str = setting(kinds.Choice(("text", "json")), "text", "Log line format.")
+    token: str | None = setting(
+        kinds.OptionalStr(), None,
+        "Standalone mode: every request must carry this token (`Authorization: token ...`, "
+        "`?token=` once in a browser, then a cookie). The command line generates one unless "
+        "`--no-auth`; `HUBTWIST_TOKEN` and `--token` override this key.",
+        secret=True,
+    )
+    forward_user_info: bool = setting(
+        kinds.Bool(), False,
+        "Hub mode: tell the apps who is calling, in `X-Forwarded-User` (the name) and "
+        "`X-Hubtwist-User` (JSON: name, kind, admin, groups, scopes). Both headers are always "
+        "removed from what clients send.",
+    )
+    keep_alive: bool = setting(
+        kinds.Bool(), False,
+        "Hub mode: report activity at every interval even when nobody used the apps "
+        "(jhsingle-native-proxy's `--force-alive`); idle culling then never stops this server.",
+    )
+    hub: HubConfig = setting(Table(HubConfig), HubConfig(), "JupyterHub mode settings.")
 
     def __attrs_post_init__(self) -> None:
         if self.default_server is not None and self.default_server not in self.servers:

@@ -1,10 +1,10 @@
 """
-The HTTP reverse proxy: one request from the client, streamed to the app through a pooled
-L{Agent} over TCP or a unix socket, the response streamed back with backpressure.
+The HTTP reverse proxy: one request from the client, streamed to the app over a pooled
+keep-alive connection (TCP or a unix socket), the response streamed back with backpressure.
 
 A L{Route} says where a request goes (a supervised app, an external one, or a
 C{/proxy/PORT/} target) and how its URL and headers are rewritten; L{Forwarder.forward}
-does the exchange. Requests come from L{hubtwist.proxy.early.StreamingSite}, whose
+does the exchange, through the lean keep-alive client of L{hubtwist.proxy.upstream}. Requests come from L{hubtwist.proxy.early.StreamingSite}, whose
 C{request.body} streams the upload as it arrives.
 """
 
@@ -17,21 +17,16 @@ from typing import Callable
 import attrs
 from twisted.internet.defer import CancelledError, TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectError, ConnectionRefusedError
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import (
-    URI, Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived, readBody,
-)
-from twisted.web.http import PotentialDataLoss
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, UNKNOWN_LENGTH
 from twisted.web.server import NOT_DONE_YET
-from zope.interface import implementer
 
 from hubtwist.config.schema import ServerConfig
 from hubtwist.config.templates import expand, template_values
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.rewritable import ResponseHeaders, RewritableResponse, apply_rewriters
+from hubtwist.proxy.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from hubtwist.proxy.rewrite import (
     backend_path, forwarded_headers, rewrite_cookie_path, rewrite_location, strip_hop_by_hop,
 )
@@ -81,99 +76,10 @@ class Route:
         return self.exclude is None or not self.exclude.search(target.decode("latin-1"))
 
 
-@implementer(IAgentEndpointFactory)
-class _AddressEndpoints:
-    """
-    Backend origins for addresses (C{http://127.0.0.1:PORT}, or C{http://unix-N} for a
-    socket) and endpoints for them. Each address gets its own origin, so the pool never
-    mixes connections of different backends.
-    """
-
-    def __init__(self, reactor) -> None:
-        self._reactor = reactor
-        self._origins: dict[BackendAddress, bytes] = {}
-        self._addresses: dict[tuple[bytes, int], BackendAddress] = {}
-
-    def origin(self, address: BackendAddress) -> bytes:
-        origin = self._origins.get(address)
-        if origin is None:
-            if address.kind == "unix":
-                origin = b"http://unix-%d" % len(self._origins)
-            else:
-                origin = b"http://" + address.describe().encode("idna")
-            uri = URI.fromBytes(origin)
-            self._addresses[(uri.host, uri.port)] = address
-            self._origins[address] = origin
-        return origin
-
-    def endpointForURI(self, uri):
-        return _NoDelay(self._addresses[(uri.host, uri.port)].endpoint(self._reactor, timeout=10))
-
-
-class _NoDelay:
-    """
-    Connects like the wrapped endpoint, then turns Nagle off: a proxy writes a request or
-    response head and its body in separate segments, and Nagle holding the second until the
-    peer's delayed ACK adds up to 40 ms to a request.
-    """
-
-    def __init__(self, endpoint) -> None:
-        self._endpoint = endpoint
-
-    def connect(self, factory):
-        return self._endpoint.connect(factory).addCallback(_no_delay)
-
-
-def _no_delay(protocol):
-    set_no_delay = getattr(protocol.transport, "setTcpNoDelay", None)
-    if set_no_delay is not None:  # not on unix sockets
-        set_no_delay(True)
-    return protocol
-
-
-class BackendAgent:
-    """An Agent with a persistent connection pool, able to reach any L{BackendAddress}."""
-
-    def __init__(self, reactor, *, per_host: int = 64, idle_timeout: float = 4.0) -> None:
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = per_host
-        # Below the usual app keep-alive (Node: 5 s), so we rarely reuse a connection the app
-        # is closing; a POST on such a connection would fail without retry.
-        self._pool.cachedConnectionTimeout = idle_timeout
-        self._endpoints = _AddressEndpoints(reactor)
-        self._agent = Agent.usingEndpointFactory(reactor, self._endpoints, pool=self._pool)
-
-    def request(self, address: BackendAddress, method: bytes, target: bytes, headers: Headers, body):
-        return self._agent.request(method, self._endpoints.origin(address) + target, headers, body)
-
-    def close(self):
-        """Close idle pooled connections (at shutdown); returns a Deferred."""
-        return self._pool.closeCachedConnections()
-
-
-class _Relay(Protocol):
-    """Streams the app's response body into the client's request, with backpressure."""
-
-    def __init__(self, exchange: "_Exchange") -> None:
-        self._exchange = exchange
-
-    def connectionMade(self) -> None:
-        request = self._exchange.request
-        if not self._exchange.client_gone:
-            request.registerProducer(self.transport, True)
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self._exchange.client_gone:
-            self._exchange.request.write(data)
-
-    def connectionLost(self, reason) -> None:
-        self._exchange.body_done(reason)
-
-
 class _Exchange:
     """One proxied request: waiting for the app, the upstream request, the relay."""
 
-    __slots__ = ("forwarder", "request", "route", "client_gone", "pending", "relay", "target",
+    __slots__ = ("forwarder", "request", "route", "client_gone", "pending", "flow", "target",
                  "timed_out")
 
     def __init__(self, forwarder: "Forwarder", request, route: Route) -> None:
@@ -182,7 +88,7 @@ class _Exchange:
         self.route = route
         self.client_gone = False
         self.pending = None
-        self.relay = None
+        self.flow = None  # the response body's producer, once it streams
         self.target = b""
         self.timed_out = False
         request.notifyFinish().addErrback(self._client_lost)
@@ -191,8 +97,8 @@ class _Exchange:
         self.client_gone = True
         if self.pending is not None:
             self.pending.cancel()
-        if self.relay is not None and self.relay.transport is not None:
-            self.relay.transport.stopProducing()
+        if self.flow is not None:
+            self.flow.stopProducing()
 
     # -- the app ---------------------------------------------------------------------------
 
@@ -239,12 +145,13 @@ class _Exchange:
         self.target = backend_path(request.uri, route.prefix, config.absolute_url, route.mappath)
         headers = self.forwarder.upstream_headers(request, route, address)
         if is_upgrade(request):
-            self.forwarder.upgrades.bridge(request, route, address, self.target, headers)
+            self.forwarder.upgrades.bridge(request, route, address, self.target,
+                                           Headers({name: [value] for name, value in headers}))
             return
         body = request.body
         if body.length == 0:
             body = None
-        sending = self.forwarder.agent.request(address, request.method, self.target, headers, body)
+        sending = self.forwarder.upstream.request(address, request.method, self.target, headers, body)
         if config.request_timeout:
             sending.addTimeout(config.request_timeout, self.forwarder.reactor,
                                onTimeoutCancel=self._timeout_cancelled)
@@ -265,7 +172,7 @@ class _Exchange:
             send_error(self.request, 504, "App timed out",
                        f"The app {name!r} did not answer within "
                        f"{self.route.config.request_timeout:g} s (request_timeout).")
-        elif failure.check(ConnectError, ConnectionRefusedError, ResponseNeverReceived):
+        elif failure.check(ConnectError, ConnectionRefusedError, UpstreamError):
             send_error(self.request, 502, "App not reachable",
                        f"The app {name!r} at {address.describe()} closed or refused the "
                        "connection. It may have just exited; hubtwist restarts it.",
@@ -274,21 +181,20 @@ class _Exchange:
             send_error(self.request, 502, "Bad gateway",
                        f"The request to the app {name!r} failed: {failure.getErrorMessage()}")
 
-    def _response(self, response) -> None:
+    def _response(self, response: UpstreamResponse) -> None:
         self.pending = None
         request, route = self.request, self.route
         if self.client_gone:
-            response.deliverBody(Protocol())  # drain and drop; closes the connection
+            response.deliver(_ignore, _ignore).stopProducing()
             return
         if route.counts_as_activity(self.target):
             route.keeper.touch()
         rewrite = self.forwarder.rewrite_header
-        headers = []
-        for name, values in response.headers.getAllRawHeaders():
+        headers = response.headers
+        for index, (name, value) in enumerate(headers):
             lower = name.lower()
-            if lower in (b"location", b"content-location", b"set-cookie"):
-                values = [rewrite(request, route, lower, value) for value in values]
-            headers.append((name, values))
+            if lower in _REWRITTEN:
+                headers[index] = (name, rewrite(request, route, lower, value))
         if route.rewriters:
             self._buffer_and_rewrite(response, headers)
             return
@@ -296,20 +202,30 @@ class _Exchange:
         out = request.responseHeaders
         out.removeHeader(b"server")
         out.removeHeader(b"date")
-        for name, values in headers:
-            out.setRawHeaders(name, values)
-        if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
+        for name, value in headers:
+            out.addRawHeader(name, value)
+        if response.length is not None and request.method != b"HEAD":
             out.setRawHeaders(b"content-length", [b"%d" % response.length])
         request.write(b"")  # headers out now: an SSE stream's first event must not wait
-        self.relay = _Relay(self)
-        response.deliverBody(self.relay)
+        self.flow = response.deliver(request.write, self.body_done)
+        if not request.finished and not self.client_gone:
+            request.registerProducer(self.flow, True)
 
-    def _buffer_and_rewrite(self, response, headers) -> None:
+    def _buffer_and_rewrite(self, response: UpstreamResponse, headers) -> None:
         """C{rewrite_response}: the whole body is read, rewritten, then sent."""
-        reading = readBody(response)
-        self.pending = reading
-        reading.addCallback(self._send_rewritten, response, headers)
-        reading.addErrback(self._rewrite_failed)
+        chunks: list[bytes] = []
+
+        def done(failure) -> None:
+            self.flow = None
+            if failure is not None:
+                self._rewrite_failed(failure)
+                return
+            try:
+                self._send_rewritten(b"".join(chunks), response, headers)
+            except Exception:
+                self._rewrite_failed(Failure())
+
+        self.flow = response.deliver(chunks.append, done)
 
     def _send_rewritten(self, body: bytes, response, headers) -> None:
         self.pending = None
@@ -317,7 +233,7 @@ class _Exchange:
         rewritable = RewritableResponse(
             response.code, response.phrase.decode("latin-1"),
             ResponseHeaders([(name.decode("latin-1"), value.decode("latin-1"))
-                             for name, values in headers for value in values]),
+                             for name, value in headers]),
             body)
         address = route.keeper.address
         rewritten = apply_rewriters(list(route.rewriters), rewritable, {
@@ -345,17 +261,26 @@ class _Exchange:
                    f"A rewrite_response function of {self.route.keeper.name!r} failed: "
                    f"{failure.getErrorMessage()}")
 
-    def body_done(self, reason) -> None:
+    def body_done(self, failure) -> None:
+        """The app's response body ended: C{failure} is None when it ended as framed."""
         request = self.request
-        if self.client_gone:
+        self.flow = None
+        if self.client_gone or request.finished:
             return
         request.unregisterProducer()
-        if reason.check(ResponseDone, PotentialDataLoss):
+        if failure is None:
             request.finish()
         else:
             # The app died mid-response: end the client's connection so it sees the
             # truncation instead of a response that looks complete.
             request.loseConnection()
+
+
+def _ignore(*_args) -> None:
+    pass
+
+
+_REWRITTEN = frozenset({b"location", b"content-location", b"set-cookie"})
 
 
 def is_upgrade(request) -> bool:
@@ -379,9 +304,9 @@ class Forwarder:
     headers)}) once the app is running and the upstream headers are built.
     """
 
-    def __init__(self, reactor, agent: BackendAgent | None = None, upgrades=None) -> None:
+    def __init__(self, reactor, upstream: UpstreamPool | None = None, upgrades=None) -> None:
         self.reactor = reactor
-        self.agent = agent or BackendAgent(reactor)
+        self.upstream = upstream or UpstreamPool(reactor)
         self.upgrades = upgrades or NoUpgrades()
 
     def forward(self, request, route: Route):
@@ -396,29 +321,32 @@ class Forwarder:
         _Exchange(self, request, route).start()
         return NOT_DONE_YET
 
-    def upstream_headers(self, request, route: Route, address: BackendAddress) -> Headers:
+    def upstream_headers(self, request, route: Route, address: BackendAddress) -> list:
+        """The request headers for the app, as (name, value) pairs."""
         incoming = request.requestHeaders
         kept = strip_hop_by_hop(incoming.getAllRawHeaders())
-        headers = Headers()
-        existing = {}
-        for name, values in kept:
-            headers.setRawHeaders(name, values)
-            existing[name.lower()] = values
+        existing = {name.lower(): values for name, values in kept}
         client = request.getClientAddress()
-        host = incoming.getRawHeaders(b"host", [b""])[0]
+        host = existing.get(b"host", [b""])[0]
         secure = request.isSecure()
         port = host.rpartition(b":")[2] if b":" in host and not host.endswith(b"]") else (
             b"443" if secure else b"80")
-        for name, values in forwarded_headers(
+        forwarded = forwarded_headers(
             existing, getattr(client, "host", "127.0.0.1").encode(),
-            b"https" if secure else b"http", host, port, route.prefix,
-        ).items():
-            headers.setRawHeaders(name, values)
-        if route.config.request_headers_override:
+            b"https" if secure else b"http", host, port, route.prefix)
+        override = route.config.request_headers_override
+        replaced = {name.lower() for name in override} if override else set()
+        replaced.update(forwarded)
+        pairs = [(name, value) for name, values in kept if name.lower() not in replaced
+                 for value in values]
+        pairs += [(name, values[0]) for name, values in forwarded.items()]
+        if not host:
+            pairs.append((b"Host", address.describe().encode("idna") if address.kind == "tcp" else b"localhost"))
+        if override:
             values = template_values(address.port, address.path, route.public_base)
-            for name, value in route.config.request_headers_override.items():
-                headers.setRawHeaders(name.encode("latin-1"), [expand(value, values).encode("latin-1")])
-        return headers
+            pairs += [(name.encode("latin-1"), expand(value, values).encode("latin-1"))
+                      for name, value in override.items()]
+        return pairs
 
     def rewrite_header(self, request, route: Route, name: bytes, value: bytes) -> bytes:
         config = route.config

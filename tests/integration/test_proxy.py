@@ -12,8 +12,7 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import gatherResults
 from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, readBody
-from twisted.web.http_headers import Headers
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 from hubtwist.app import serve
 from hubtwist.config.loader import load_dict
@@ -130,7 +129,7 @@ async def test_redirects_and_cookies_are_mapped_under_the_prefix(hubtwist):
     port = ht.keepers["app"].address.port
     cases = {
         "/login": "/user/a/app/login",
-        f"http://127.0.0.1:{port}/x?y=1": f"http://localhost:9/user/a/app/x?y=1",
+        f"http://127.0.0.1:{port}/x?y=1": "http://localhost:9/user/a/app/x?y=1",
         "https://elsewhere.example/": "https://elsewhere.example/",
     }
     for target, expected in cases.items():

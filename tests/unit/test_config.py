@@ -1,8 +1,6 @@
 """The configuration schema, its loaders and its error messages (pure, no reactor)."""
 
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
