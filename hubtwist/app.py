@@ -13,8 +13,11 @@ from twisted.logger import Logger
 
 from hubtwist import __version__
 from hubtwist.config import Config, ConfigError
+from hubtwist.hub import AuthPlan, resolve_auth
+from hubtwist.hub.compose import Protection, protect
 from hubtwist.proxy.early import StreamingSite
 from hubtwist.proxy.forward import Forwarder
+from hubtwist.proxy.websocket import WebSocketBridge
 from hubtwist.router import Router
 from hubtwist.supervise import Guardian, shared_guardian, supervisor_for
 
@@ -38,29 +41,46 @@ def build_keepers(config: Config, reactor, guardian: Guardian) -> dict:
 class Running:
     """A serving hubtwist: its listening ports, keepers and site. L{stop} undoes L{serve}."""
 
-    def __init__(self, config, keepers, ports, forwarder, site, router) -> None:
+    def __init__(self, config, keepers, ports, forwarder, site, router,
+                 protection: Protection | None = None) -> None:
         self.config = config
         self.keepers = keepers
         self.ports = ports
         self.forwarder = forwarder
         self.site = site
         self.router = router
+        self.protection = protection
 
     async def stop(self) -> None:
         """Stop listening, stop every app (whole process groups), close pooled connections."""
         await DeferredList([port.stopListening() for port in self.ports])
+        if self.protection is not None:
+            await self.protection.stop()
         await DeferredList([keeper.stop() for keeper in self.keepers.values()])
         await self.forwarder.upstream.close()
 
 
-async def serve(reactor, config: Config, guardian: Guardian | None = None) -> Running:
-    """Listen on every C{config.listen} endpoint and serve the apps; autostart the eager ones."""
+async def serve(reactor, config: Config, guardian: Guardian | None = None,
+                auth: AuthPlan | None = None) -> Running:
+    """
+    Listen on every C{config.listen} endpoint and serve the apps; autostart the eager ones.
+
+    C{auth} says how requests are authenticated (the command line resolves it from flags and
+    the environment); without it, only the configuration counts: the Hub gate when C{[hub]}
+    names an API URL and token, the token gate when C{token} is set, else no gate.
+    """
     guardian = guardian or shared_guardian(reactor)
     keepers = build_keepers(config, reactor, guardian)
-    forwarder = Forwarder(reactor)
+    forwarder = Forwarder(reactor, upgrades=WebSocketBridge(reactor))
     router = Router(config, keepers, forwarder)
-    site = StreamingSite(router, max_body_size=config.max_body_size)
+    protection = await protect(
+        reactor, router, config, auth or resolve_auth({}, config),
+        activity=lambda: [keeper.last_activity for keeper in keepers.values()])
+    site = StreamingSite(protection.resource, max_body_size=config.max_body_size)
     site.noisy = False  # no "Starting factory" line per listen
+    # twisted.web formats a combined-log line for every request even when nothing keeps
+    # it (a measurable part of the proxy's hot path); hubtwist writes no access log.
+    site.log = _no_access_log
     ports = []
     try:
         for description in config.listen:
@@ -75,13 +95,19 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None) -> Ru
             log.info("Listening on {where} (base URL {base})", where=_describe(host), base=config.base_url)
     except ListenError:
         await DeferredList([port.stopListening() for port in ports])
+        await protection.stop()
         raise
+    protection.start(reactor)
     for name, keeper in keepers.items():
         if keeper.config.autostart and not keeper.config.is_external:
             keeper.ensure_running().addErrback(
                 lambda failure, name=name: log.warn("[{server}] autostart failed: {why}",
                                                     server=name, why=failure.getErrorMessage()))
-    return Running(config, keepers, ports, forwarder, site, router)
+    return Running(config, keepers, ports, forwarder, site, router, protection)
+
+
+def _no_access_log(request) -> None:
+    pass
 
 
 def _describe(host) -> str:
@@ -90,14 +116,28 @@ def _describe(host) -> str:
     return f"unix:{host.name.decode() if isinstance(host.name, bytes) else host.name}"
 
 
+def _announce_token(running: Running, token: str) -> None:
+    """Print the generated token once, on stdout (never to the log), as a URL to open."""
+    host = running.ports[0].getHost() if running.ports else None
+    where = "http://<this host>"
+    if getattr(host, "port", None):
+        shown = "127.0.0.1" if host.host in ("0.0.0.0", "::", "") else host.host
+        where = f"http://{shown}:{host.port}"
+    print(f"hubtwist: open {where}{running.config.base_url}?token={token}\n"
+          "hubtwist: (a generated token; choose one with --token or HUBTWIST_TOKEN, or use "
+          "--no-auth on loopback)", flush=True)
+
+
 class ListenError(Exception):
     """A listen endpoint could not be opened (port in use, bad description, permissions)."""
 
 
-async def run(reactor, config: Config) -> None:
+async def run(reactor, config: Config, auth: AuthPlan | None = None) -> None:
     """Serve until the reactor is stopped (SIGTERM/SIGINT), then stop every app first."""
     log.info("hubtwist {version} starting (pid {pid})", version=__version__, pid=os.getpid())
-    running = await serve(reactor, config)
+    running = await serve(reactor, config, auth=auth)
+    if auth is not None and auth.token_generated:
+        _announce_token(running, auth.token)
 
     async def shutdown() -> None:
         log.info("Stopping: stopping {count} app(s)", count=len(running.keepers))

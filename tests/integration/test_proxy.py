@@ -353,3 +353,49 @@ async def test_client_disconnect_cancels_the_backend_request_and_nothing_leaks(h
                message="file descriptors to return to where they were")
     response = await treq.get(f"{ht.url}/app/pid")
     assert response.code == 200
+
+
+class _SlowReader(Protocol):
+    """Sends one request, stops reading for a while (so hubtwist must pause the app), then
+    reads everything."""
+
+    def __init__(self, request: bytes, done) -> None:
+        self._request = request
+        self._done = done
+        self.received = 0
+
+    def connectionMade(self) -> None:
+        self.transport.write(self._request)
+        self.transport.pauseProducing()
+        reactor().callLater(0.5, self.transport.resumeProducing)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def connectionLost(self, reason) -> None:
+        self._done.callback(self.received)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_paused_by_a_slow_client_is_reusable_afterwards(hubtwist):
+    from twisted.internet.defer import Deferred
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    ht = await hubtwist(servers={"app": {"command": APP}})
+    await within(ht.keepers["app"].ensure_running(), 30)
+    done = Deferred()
+    size = 20_000_000
+    await connectProtocol(
+        TCP4ClientEndpoint(reactor(), "127.0.0.1", ht.ports[0].getHost().port),
+        _SlowReader(b"GET /app/bytes/%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % size, done))
+    received = await within(done, 30)
+    assert received > size
+    # The app's connection went back to the pool; it must answer the next request at once.
+    for _ in range(3):
+        response = await within(treq.get(f"{ht.url}/app/pid"), 5)
+        assert response.code == 200
+    # Fast downloads one after another: the last piece of a body often arrives just as the
+    # client's buffer pauses the app's connection, which then goes back to the pool.
+    for _ in range(8):
+        response = await within(treq.get(f"{ht.url}/app/bytes/8000000"), 10)
+        assert len(await within(response.content(), 10)) == 8_000_000
