@@ -30,6 +30,8 @@ from hubtwist.supervise import BackendAddress
 MAX_HEAD = 65536
 READ_SIZE = 262144
 _INTERIM = object()
+_AFTER_CHUNK = -2
+_TRAILERS = -1
 
 
 class UpstreamError(Exception):
@@ -219,18 +221,22 @@ class _Connection(Protocol):
                 self._body_finished()
 
     def _chunk_data(self, data: bytes) -> None:
+        """Decode C{Transfer-Encoding: chunked}; C{_remaining} is the state: bytes left in
+        the current chunk (> 0), None (a size line is next), _AFTER_CHUNK (its CRLF is
+        next) or _TRAILERS (trailer lines until an empty one)."""
         buffer = self._chunk_state + data
         self._chunk_state = b""
         while buffer:
-            if self._remaining:  # inside a chunk
-                piece = buffer[: self._remaining]
+            state = self._remaining
+            if state is not None and state > 0:
+                piece = buffer[:state]
                 buffer = buffer[len(piece):]
-                self._remaining -= len(piece)
+                self._remaining = state - len(piece)
                 self._write(piece)
                 if self._remaining == 0:
-                    self._remaining = -2  # the CRLF after the chunk
+                    self._remaining = _AFTER_CHUNK
                 continue
-            if self._remaining == -2:
+            if state == _AFTER_CHUNK:
                 if len(buffer) < 2:
                     self._chunk_state = buffer
                     return
@@ -238,24 +244,28 @@ class _Connection(Protocol):
                 continue
             end = buffer.find(b"\r\n")
             if end < 0:
+                if len(buffer) > MAX_HEAD:
+                    self._malformed_chunk()
+                    return
                 self._chunk_state = buffer
                 return
-            if self._remaining == -1:  # trailers until an empty line
-                if end == 0:
+            line, buffer = buffer[:end], buffer[end + 2:]
+            if state == _TRAILERS:
+                if not line:
                     self._body_finished()
                     return
-                buffer = buffer[end + 2:]
                 continue
-            size_text = buffer[:end].split(b";", 1)[0].strip()
             try:
-                size = int(size_text, 16)
+                size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
-                self._reusable = False
-                self._end_body(Failure(UpstreamError("the app sent a malformed chunked body")))
-                self.transport.abortConnection()
+                self._malformed_chunk()
                 return
-            buffer = buffer[end + 2:]
-            self._remaining = size if size else -1
+            self._remaining = size if size else _TRAILERS
+
+    def _malformed_chunk(self) -> None:
+        self._reusable = False
+        self._end_body(Failure(UpstreamError("the app sent a malformed chunked body")))
+        self.transport.abortConnection()
 
     def _body_finished(self) -> None:
         self._end_body(None)
