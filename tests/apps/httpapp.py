@@ -11,6 +11,7 @@ A small real HTTP app for tests, stdlib only, on a TCP port or a unix socket.
              --print TEXT        print TEXT on stdout and stderr at start
 
 Routes: /echo (method, path, headers, body length, sha256), /bytes/N (N bytes, streamed),
+/chunked?n=K (a chunked response),
 /sse?n=K&interval=S (server-sent events), /redirect?to=X (302), /slow?s=S,
 /set-cookie, /status/N, /pid, anything else: 200 "hello from httpapp".
 """
@@ -110,6 +111,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(interval)
             self.close_connection = True
+        elif path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(int(query.get("n", 3))):
+                piece = f"piece {i};".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
         elif path == "/redirect":
             self._send(302, b"", {"Location": query.get("to", "/")})
         elif path == "/slow":

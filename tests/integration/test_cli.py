@@ -116,7 +116,7 @@ def test_single_app_mode_serves_and_sigterm_stops_everything(hubtwist_process, t
     port = free_port()
     grandchild_file = tmp_path / "grandchild.pid"
     process = hubtwist_process(
-        "--listen", f"tcp:{port}:interface=127.0.0.1", "--autostart", "--",
+        "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-auth", "--autostart", "--",
         *HTTPAPP, "--port", "{port}", "--grandchild", str(grandchild_file))
     status, body = wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
     app_pid = int(body)
@@ -135,7 +135,7 @@ def test_sigkill_of_hubtwist_leaves_no_process_behind(hubtwist_process, tmp_path
     port = free_port()
     grandchild_file = tmp_path / "grandchild.pid"
     process = hubtwist_process(
-        "--listen", f"tcp:{port}:interface=127.0.0.1", "--autostart", "--",
+        "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-auth", "--autostart", "--",
         *HTTPAPP, "--port", "{port}", "--grandchild", str(grandchild_file), "--ignore-term")
     wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
     wait_for(grandchild_file.exists, 10, "the grandchild")
@@ -159,7 +159,8 @@ def test_json_log_lines_carry_the_server_name(hubtwist_process):
     import json
 
     port = free_port()
-    process = hubtwist_process("--listen", f"tcp:{port}:interface=127.0.0.1", "--log-format", "json",
+    process = hubtwist_process("--listen", f"tcp:{port}:interface=127.0.0.1", "--no-auth",
+                               "--log-format", "json",
                                "--autostart", "--", *HTTPAPP, "--port", "{port}", "--print", "hi")
     wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/"), 30, "the app")
     process.send_signal(signal.SIGINT)

@@ -399,3 +399,12 @@ async def test_a_connection_paused_by_a_slow_client_is_reusable_afterwards(hubtw
     for _ in range(8):
         response = await within(treq.get(f"{ht.url}/app/bytes/8000000"), 10)
         assert len(await within(response.content(), 10)) == 8_000_000
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_responses_pass_and_the_connection_is_reused(hubtwist):
+    ht = await hubtwist(servers={"app": {"command": APP}})
+    client = hubtwist.client()
+    for _ in range(3):
+        response = await within(client.get(f"{ht.url}/app/chunked?n=50"), 10)
+        assert await response.text() == "".join(f"piece {i};" for i in range(50))

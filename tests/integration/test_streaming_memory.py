@@ -37,7 +37,7 @@ def hubtwist_with_socket_app(tmp_path):
         f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
         f'[servers.sock]\ncommand = {json.dumps([*HTTPAPP, "--unix-socket", "{unix_socket}"])}\n'
         'unix_socket = true\nautostart = true\n')
-    process = subprocess.Popen([sys.executable, "-m", "hubtwist", "--config", str(config)],
+    process = subprocess.Popen([sys.executable, "-m", "hubtwist", "--no-auth", "--config", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/sock/"), 30, "hubtwist and the app")

@@ -1,0 +1,375 @@
+"""
+The auth gates in-process (hubtwist.app.serve) against real apps and a fake Hub API on
+loopback: the OAuth login, tokens, scopes, caching, the Hub going down, XSRF, WebSocket
+handshakes, logout, activity reports; and the standalone token gate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.threads import deferToThread
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from hubtwist.app import serve
+from hubtwist.config.loader import load_dict
+from hubtwist.hub.settings import resolve_auth
+from hubtwist.supervise import State
+from tests.helpers import APPS, HTTPAPP, poll, reactor, sleep, within
+
+APP = [*HTTPAPP, "--port", "{port}"]
+WSAPP = [HTTPAPP[0], str(APPS / "wsapp.py"), "--port", "{port}"]
+ALICE = {"kind": "user", "name": "alice", "admin": False, "groups": ["staff"],
+         "scopes": ["access:servers!server=alice/", "read:users:name!user=alice"]}
+BOB = {"kind": "user", "name": "bob", "admin": False, "groups": [],
+       "scopes": ["access:servers!server=bob/"]}
+
+
+class FakeHub(Resource):
+    """Just enough of the Hub's REST API: version, /user, oauth2/token, activity."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = {"alice-token": ALICE, "bob-token": BOB}
+        self.codes: dict[str, tuple[str, str]] = {}  # code -> (access token, PKCE challenge)
+        self.calls: list[str] = []
+        self.activity: list[dict] = []
+        self.failing = False
+
+    def render(self, request):
+        path = request.path.decode()
+        self.calls.append(path)
+        request.setHeader(b"content-type", b"application/json")
+        if self.failing:
+            request.setResponseCode(503)
+            return b"{}"
+        auth = (request.getHeader(b"authorization") or b"").decode()
+        if path == "/hub/api/":
+            request.setHeader(b"x-jupyterhub-version", b"6.1.1")
+            return json.dumps({"version": "6.1.1"}).encode()
+        if path == "/hub/api/user":
+            model = self.tokens.get(auth.removeprefix("token "))
+            if model is None:
+                request.setResponseCode(403)
+                return b'{"status": 403}'
+            return json.dumps(model).encode()
+        if path == "/hub/api/oauth2/token":
+            form = {k.decode(): v[0].decode() for k, v in request.args.items()}
+            token, challenge = self.codes.pop(form.get("code"), (None, None))
+            verifier = form.get("code_verifier", "")
+            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+            if (token is None or digest.decode() != challenge or form["client_secret"] != "server-token"
+                    or form["client_id"] != "jupyterhub-user-alice"
+                    or form["redirect_uri"] != "/user/alice/oauth_callback"):
+                request.setResponseCode(400)
+                return b'{"error": "invalid_grant", "error_description": "bad code"}'
+            return json.dumps({"access_token": token, "token_type": "Bearer"}).encode()
+        if path == "/hub/api/users/alice/activity" and auth == "token server-token":
+            self.activity.append(json.loads(request.content.read()))
+            return b"{}"
+        request.setResponseCode(404)
+        return b"{}"
+
+
+@pytest.fixture
+def fake_hub():
+    hub = FakeHub()
+    port = pytest_twisted.blockon(ensureDeferred(_listen(Site(hub))))
+    hub.port = port
+    hub.url = f"http://127.0.0.1:{port.getHost().port}/hub/api"
+    yield hub
+    pytest_twisted.blockon(port.stopListening())
+
+
+async def _listen(site):
+    from twisted.internet.endpoints import serverFromString
+
+    return await serverFromString(reactor(), "tcp:0:interface=127.0.0.1").listen(site)
+
+
+def hub_env(hub: FakeHub, **extra) -> dict:
+    return {
+        "JUPYTERHUB_API_URL": hub.url, "JUPYTERHUB_API_TOKEN": "server-token",
+        "JUPYTERHUB_CLIENT_ID": "jupyterhub-user-alice", "JUPYTERHUB_USER": "alice",
+        "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": "/user/alice/oauth_callback",
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": '["access:servers!server=alice/", "access:servers!user=alice"]',
+        "JUPYTERHUB_ACTIVITY_URL": f"{hub.url}/users/alice/activity", **extra,
+    }
+
+
+@pytest.fixture
+def hubtwist():
+    running = []
+
+    async def start(env=None, **raw):
+        raw.setdefault("listen", ["tcp:0:interface=127.0.0.1"])
+        config = load_dict(raw, "test")
+        plan = resolve_auth(env or {}, config)
+        if plan.hub is not None:
+            config = load_dict({**raw, "base_url": plan.hub.service_prefix}, "test")
+        instance = await serve(reactor(), config, auth=plan)
+        if instance.protection.client is not None:
+            instance.protection.client.backoff = 0.01  # keep retries quick in tests
+        instance.url = f"http://127.0.0.1:{instance.ports[0].getHost().port}"
+        running.append(instance)
+        return instance
+
+    yield start
+    for instance in running:
+        pytest_twisted.blockon(within(instance.stop(), 30))
+
+
+def cookies_of(response) -> dict[str, str]:
+    found = {}
+    for header in response.headers.getRawHeaders("set-cookie", []):
+        name, _, rest = header.partition("=")
+        found[name] = rest.partition(";")[0]
+    return found
+
+
+def cookie_header(cookies: dict[str, str]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in cookies.items() if v)
+
+
+async def log_in(ht, hub: FakeHub, path="/user/alice/echo?x=1") -> dict[str, str]:
+    """Do the browser's part of the OAuth login; returns the cookies hubtwist set."""
+    first = await treq.get(ht.url + path, headers={"Accept": "text/html"}, allow_redirects=False)
+    assert first.code == 302
+    location = first.headers.getRawHeaders("location")[0]
+    query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+    assert urlsplit(location).path == "/hub/api/oauth2/authorize"
+    assert query["client_id"] == "jupyterhub-user-alice"
+    assert query["redirect_uri"] == "/user/alice/oauth_callback"
+    assert query["response_type"] == "code" and query["code_challenge_method"] == "S256"
+    state_cookies = cookies_of(first)
+    assert list(state_cookies) == ["jupyterhub-user-alice-oauth-state"]
+    hub.codes["CODE"] = ("alice-token", query["code_challenge"])
+    callback = await treq.get(
+        f"{ht.url}/user/alice/oauth_callback?" + urlencode({"code": "CODE", "state": query["state"]}),
+        headers={"Cookie": cookie_header(state_cookies)}, allow_redirects=False)
+    assert callback.code == 302, await callback.text()
+    assert callback.headers.getRawHeaders("location") == [path]
+    set_cookies = callback.headers.getRawHeaders("set-cookie")
+    login = next(c for c in set_cookies if c.startswith("jupyterhub-user-alice="))
+    assert "HttpOnly" in login and "Path=/user/alice/" in login and "SameSite=lax" in login
+    assert any(c.startswith("jupyterhub-user-alice-oauth-state=;") for c in set_cookies)  # cleared
+    return {k: v for k, v in cookies_of(callback).items() if v}
+
+
+@pytest_twisted.ensureDeferred
+async def test_browser_login_then_the_app_with_who_is_calling(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub), forward_user_info=True, default_server="app",
+                        servers={"app": {"command": APP}})
+    cookies = await log_in(ht, fake_hub)
+    assert set(cookies) == {"jupyterhub-user-alice", "_xsrf"}
+    response = await treq.get(f"{ht.url}/user/alice/echo?x=1", headers={
+        "Cookie": cookie_header(cookies) + "; other=1", "X-Forwarded-User": "mallory"})
+    echo = json.loads(await response.text())
+    assert response.code == 200 and echo["path"] == "/echo?x=1"
+    assert response.headers.getRawHeaders("x-jupyterhub-version") == ["6.1.1"]
+    assert echo["headers"]["x-forwarded-user"] == "alice"
+    assert json.loads(echo["headers"]["x-hubtwist-user"])["groups"] == ["staff"]
+    # The app gets its own cookies, not hubtwist's login cookie (alice's Hub token).
+    assert "jupyterhub-user-alice" not in echo["headers"]["cookie"]
+    assert "other=1" in echo["headers"]["cookie"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_callback_with_a_foreign_state_is_refused(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub), default_server="app", servers={"app": {"command": APP}})
+    first = await treq.get(f"{ht.url}/user/alice/", headers={"Accept": "text/html"}, allow_redirects=False)
+    state_cookies = cookies_of(first)
+    forged = await treq.get(f"{ht.url}/user/alice/oauth_callback?code=X&state=attacker-state",
+                            headers={"Cookie": cookie_header(state_cookies)})
+    assert forged.code == 403 and "state does not match" in await forged.text()
+    missing = await treq.get(f"{ht.url}/user/alice/oauth_callback?code=X")
+    assert missing.code == 400
+    denied = await treq.get(f"{ht.url}/user/alice/oauth_callback?error=access_denied")
+    assert denied.code == 400 and "access_denied" in await denied.text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_tokens_scopes_and_the_identity_cache(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub), default_server="app", servers={"app": {"command": APP}})
+    for _ in range(3):
+        ok = await treq.get(f"{ht.url}/user/alice/echo", headers={"Authorization": "token alice-token"})
+        assert ok.code == 200
+        await ok.content()
+    assert fake_hub.calls.count("/hub/api/user") == 1  # cached
+    bob = await treq.get(f"{ht.url}/user/alice/echo", headers={"Authorization": "Bearer bob-token",
+                                                               "Accept": "application/json"})
+    message = json.loads(await bob.text())["message"]
+    assert bob.code == 403 and "user bob" in message and "access:servers!server=alice/" in message
+    for _ in range(2):
+        bad = await treq.get(f"{ht.url}/user/alice/echo", headers={"Authorization": "token nope"})
+        assert bad.code == 403
+        await bad.content()
+    assert fake_hub.calls.count("/hub/api/user") == 3  # the refusal is cached too
+    url_token = await treq.get(f"{ht.url}/user/alice/echo?token=alice-token", allow_redirects=False)
+    assert url_token.code == 302  # not allowed in URLs: a login redirect
+    assert ht.keepers["app"].state is not State.FATAL
+
+
+@pytest_twisted.ensureDeferred
+async def test_unauthenticated_api_calls_get_403_and_the_readiness_path_200(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub), default_server="app", servers={"app": {"command": APP}})
+    api = await treq.get(f"{ht.url}/user/alice/api", allow_redirects=False)
+    assert api.code == 200 and api.headers.getRawHeaders("x-jupyterhub-version") == ["6.1.1"]
+    for method, path, headers in [
+        ("GET", "/user/alice/api/servers", {}), ("POST", "/user/alice/echo", {}),
+        ("GET", "/user/alice/echo", {"Accept": "application/json"}),
+        ("GET", "/user/alice/echo", {"X-Requested-With": "XMLHttpRequest"}),
+        ("GET", "/user/alice/echo", {"Sec-Fetch-Mode": "cors"}),
+    ]:
+        response = await treq.request(method, ht.url + path, headers=headers, allow_redirects=False)
+        assert response.code == 403, (method, path, headers)
+        await response.content()
+    assert ht.keepers["app"].state is State.STOPPED  # nothing reached the app, not even a start
+
+
+@pytest_twisted.ensureDeferred
+async def test_cookie_posts_need_the_xsrf_token(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub), default_server="app", servers={"app": {"command": APP}})
+    cookies = await log_in(ht, fake_hub)
+    refused = await treq.post(f"{ht.url}/user/alice/echo", data=b"x",
+                              headers={"Cookie": cookie_header(cookies)})
+    assert refused.code == 403 and "XSRF" in await refused.text()
+    for via in ({"X-XSRFToken": cookies["_xsrf"]}, {}):
+        query = "" if via else "?_xsrf=" + cookies["_xsrf"]
+        ok = await treq.post(f"{ht.url}/user/alice/echo{query}", data=b"x",
+                             headers={"Cookie": cookie_header(cookies), **via})
+        assert ok.code == 200, await ok.text()
+        await ok.content()
+    forged = await treq.post(f"{ht.url}/user/alice/echo", data=b"x",
+                             headers={"Cookie": cookie_header(cookies), "X-XSRFToken": "forged"})
+    assert forged.code == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_hub_down_never_locks_out_a_known_user_and_never_crashes(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub), default_server="app",
+                        hub={"cache_max_age": 0.2}, servers={"app": {"command": APP}})
+    headers = {"Authorization": "token alice-token"}
+    assert (await treq.get(f"{ht.url}/user/alice/echo", headers=headers)).code == 200
+    fake_hub.failing = True
+    await sleep(0.3)  # the cached identity is now expired
+    known = await within(treq.get(f"{ht.url}/user/alice/echo", headers=headers), 20)
+    assert known.code == 200
+    unknown = await within(treq.get(f"{ht.url}/user/alice/echo",
+                                    headers={"Authorization": "token bob-token",
+                                             "Accept": "application/json"}), 20)
+    assert unknown.code == 503
+    assert "cannot check who you are" in json.loads(await unknown.text())["message"]
+    fake_hub.failing = False
+    assert (await treq.get(f"{ht.url}/user/alice/echo", headers=headers)).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_handshakes_are_authenticated_like_http(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub), servers={"ws": {"command": WSAPP}})
+    port = ht.ports[0].getHost().port
+    refused = await deferToThread(_handshake, port, "/user/alice/ws/echo", {})
+    assert refused.startswith(b"HTTP/1.1 403"), refused
+    assert ht.keepers["ws"].state is State.STOPPED  # never reached the app
+    accepted = await deferToThread(_handshake, port, "/user/alice/ws/echo?token=alice-token", {})
+    assert accepted.startswith(b"HTTP/1.1 101"), accepted
+    by_header = await deferToThread(_handshake, port, "/user/alice/ws/echo",
+                                    {"Authorization": "token alice-token"})
+    assert by_header.startswith(b"HTTP/1.1 101"), by_header
+    wrong_user = await deferToThread(_handshake, port, "/user/alice/ws/echo?token=bob-token", {})
+    assert wrong_user.startswith(b"HTTP/1.1 403"), wrong_user
+
+
+def _handshake(port: int, target: str, headers: dict) -> bytes:
+    """Send a WebSocket handshake with a blocking socket (in a thread); return the answer head."""
+    lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        client.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = client.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_logout_clears_the_cookie_and_goes_to_the_hub(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub), default_server="app", servers={"app": {"command": APP}})
+    cookies = await log_in(ht, fake_hub)
+    out = await treq.get(f"{ht.url}/user/alice/logout", headers={"Cookie": cookie_header(cookies)},
+                         allow_redirects=False)
+    assert out.code == 302 and out.headers.getRawHeaders("location") == ["/hub/logout"]
+    assert cookies_of(out)["jupyterhub-user-alice"] == ""
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_activity_is_reported_to_the_hub(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub, JUPYTERHUB_ACTIVITY_INTERVAL="0.2"), default_server="app",
+                        servers={"app": {"command": APP}})
+    headers = {"Authorization": "token alice-token"}
+    assert (await treq.get(f"{ht.url}/user/alice/api/servers", headers=headers)).code == 200
+    await sleep(0.6)
+    assert fake_hub.activity == []  # hubtwist's own pages are not app activity
+    await (await treq.get(f"{ht.url}/user/alice/echo", headers=headers)).content()
+    await poll(lambda: fake_hub.activity, 5, message="an activity report")
+    report = fake_hub.activity[0]
+    assert set(report) == {"servers", "last_activity"} and set(report["servers"]) == {""}
+    await sleep(0.8)
+    assert len(fake_hub.activity) == 1  # idle: no more reports
+
+
+@pytest_twisted.ensureDeferred
+async def test_standalone_token_gate(hubtwist):
+    ht = await hubtwist(token="s3cret", default_server="app", servers={"app": {"command": APP}})
+    page = await treq.get(f"{ht.url}/echo", headers={"Accept": "text/html"})
+    assert page.code == 401 and "Token required" in await page.text()
+    api = await treq.get(f"{ht.url}/echo", headers={"Accept": "application/json"})
+    assert api.code == 401 and api.headers.getRawHeaders("www-authenticate")
+    assert (await treq.get(f"{ht.url}/api")).code == 200
+    header = await treq.get(f"{ht.url}/echo", headers={"Authorization": "token s3cret"})
+    assert header.code == 200
+    wrong = await treq.get(f"{ht.url}/echo?token=guess", headers={"Accept": "text/html"})
+    assert wrong.code == 401 and "not this hubtwist" in await wrong.text()
+    link = await treq.get(f"{ht.url}/echo?token=s3cret&x=1", allow_redirects=False)
+    assert link.code == 302 and link.headers.getRawHeaders("location") == ["/echo?x=1"]
+    cookie = cookie_header(cookies_of(link))
+    echo = json.loads(await (await treq.get(f"{ht.url}/echo?x=1", headers={"Cookie": cookie})).text())
+    assert echo["path"] == "/echo?x=1" and "hubtwist-" not in echo["headers"].get("cookie", "")
+    same_origin = await treq.post(f"{ht.url}/echo", data=b"x", headers={
+        "Cookie": cookie, "Origin": ht.url, "Sec-Fetch-Site": "same-origin"})
+    assert same_origin.code == 200
+    other_port = await treq.post(f"{ht.url}/echo", data=b"x", headers={
+        "Cookie": cookie, "Origin": "http://127.0.0.1:1", "Sec-Fetch-Site": "same-site"})
+    assert other_port.code == 403
+    spoof = json.loads(await (await treq.get(f"{ht.url}/echo", headers={
+        "Authorization": "token s3cret", "X-Forwarded-User": "root"})).text())
+    assert "x-forwarded-user" not in spoof["headers"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_in_the_url_starts_a_cookie_session_when_allowed(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub, JUPYTERHUB_ALLOW_TOKEN_IN_URL="1"), default_server="app",
+                        servers={"app": {"command": APP}})
+    link = await treq.get(f"{ht.url}/user/alice/echo?token=alice-token&x=1", allow_redirects=False)
+    assert link.code == 302 and link.headers.getRawHeaders("location") == ["/user/alice/echo?x=1"]
+    cookies = cookies_of(link)
+    assert cookies["jupyterhub-user-alice"] and cookies["_xsrf"]
+    page = await treq.get(f"{ht.url}/user/alice/echo?x=1", headers={"Cookie": cookie_header(cookies)})
+    assert page.code == 200
