@@ -4,8 +4,9 @@ keep-alive connection (TCP or a unix socket), the response streamed back with ba
 
 A L{Route} says where a request goes (a supervised app, an external one, or a
 C{/proxy/PORT/} target) and how its URL and headers are rewritten; L{Forwarder.forward}
-does the exchange, through the lean keep-alive client of L{hubtwist.proxy.upstream}. Requests come from L{hubtwist.proxy.early.StreamingSite}, whose
-C{request.body} streams the upload as it arrives.
+does the exchange, through the lean keep-alive client of L{hubtwist.proxy.upstream}.
+Requests come from L{hubtwist.proxy.early.StreamingSite}, whose C{request.body} streams
+the upload as it arrives.
 """
 
 from __future__ import annotations

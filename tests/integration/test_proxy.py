@@ -408,3 +408,16 @@ async def test_chunked_responses_pass_and_the_connection_is_reused(hubtwist):
     for _ in range(3):
         response = await within(client.get(f"{ht.url}/app/chunked?n=50"), 10)
         assert await response.text() == "".join(f"piece {i};" for i in range(50))
+
+
+@pytest_twisted.ensureDeferred
+async def test_app_that_does_not_become_ready_in_time_is_503_still_starting(hubtwist):
+    ht = await hubtwist(servers={"app": {"command": [*APP, "--startup-delay", "30"], "timeout": 0.5,
+                                         "backoff_initial": 0.1, "stop_timeout": 1}})
+    started = reactor().seconds()
+    response = await within(treq.get(f"{ht.url}/app/", headers={"Accept": "application/json"}), 20)
+    assert response.code == 503
+    assert response.headers.getRawHeaders("retry-after") == ["2"]
+    body = json.loads(await text_of(response))
+    assert body["error"] == "App still starting"
+    assert reactor().seconds() - started < 5
