@@ -31,6 +31,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from hubtwist.proxy.early import (
     EMPTY_BODY,
@@ -254,6 +255,9 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+LAST_CHUNK = b"0\r\n\r\n"
+
+
 # -- server side -----------------------------------------------------------------------------
 
 
@@ -320,17 +324,11 @@ class RecordingConsumer:
         self.producer = producer
         self.pause_after = pause_after
         self.count = 0
-        self.writes = 0
         self.sha = hashlib.sha256()
-        self.data = bytearray()
-        self.keep = False
 
     def write(self, data: bytes) -> None:
         self.count += len(data)
-        self.writes += 1
         self.sha.update(data)
-        if self.keep:
-            self.data += data
         if self.pause_after is not None and self.count >= self.pause_after:
             self.pause_after = None
             self.producer.pauseProducing()
@@ -440,6 +438,7 @@ async def test_render_is_called_before_the_upload_completes(harness):
     request = probe.requests[0]
     assert request.method == b"POST" and request.path == b"/upload"
     assert isinstance(request.body, RequestBody)
+    assert verifyObject(IBodyProducer, request.body)
     assert request.body.length == 10
     assert request.content.read() == b""
     assert not request.finished
@@ -468,12 +467,11 @@ async def test_large_upload_streams_through_agent_in_constant_memory(harness):
     backend_port = harness.serve(Probe(count))
     backend_url = b"http://127.0.0.1:%d/count" % backend_port
     agent = harness.agent()
-    forwarded = []
 
     def forward(request):
         sending = agent.request(b"POST", backend_url, Headers(), request.body)
         sending.addCallback(read_body)
-        sending.addCallback(lambda body: (forwarded.append(body), respond(request, 200, body)))
+        sending.addCallback(lambda body: respond(request, 200, body))
         sending.addErrback(lambda f: respond(request, 502, f.getErrorMessage().encode()))
         return server.NOT_DONE_YET
 
@@ -516,18 +514,23 @@ async def test_large_upload_streams_through_agent_in_constant_memory(harness):
 # -- 3. backpressure -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("consumer_state", ["paused", "not yet attached"])
 @pytest_twisted.ensureDeferred
-async def test_a_paused_consumer_stops_reading_from_the_client(harness):
+async def test_backpressure_stops_reading_from_the_client(harness, consumer_state):
     total = 64 * 1024 * 1024
-    consumers = []
+    consumer = RecordingConsumer()
+    outcome = []
 
     def slow(request):
-        consumer = RecordingConsumer(request.body, pause_after=1)
-        consumers.append(consumer)
+        if consumer_state == "paused":
+            consumer.producer, consumer.pause_after = request.body, 1
+            start_consuming(request)
+        return server.NOT_DONE_YET
+
+    def start_consuming(request):
         done = request.body.startProducing(consumer)
         done.addCallbacks(lambda _: respond(request, 200, b"%d %s" % (
-            consumer.count, consumer.sha.hexdigest().encode())), lambda _: None)
-        return server.NOT_DONE_YET
+            consumer.count, consumer.sha.hexdigest().encode())), outcome.append)
 
     probe = Probe(slow)
     # A short idle timeout: it must not fire while *we* hold the upload back.
@@ -537,10 +540,15 @@ async def test_a_paused_consumer_stops_reading_from_the_client(harness):
     uploader = Uploader(client.transport, total)
     uploader.start()
 
-    await wait_until(lambda: consumers and consumers[0].count > 0, "the first bytes")
+    if consumer_state == "paused":
+        await wait_until(lambda: consumer.count > 0, "the first bytes (then a pause)")
+    else:
+        await wait_until(
+            lambda: probe.requests and probe.requests[0].body.buffered >= RequestBody.hold_limit,
+            "hold_limit bytes to be held")
     await wait_until(lambda: uploader.paused, "the client's transport to push back")
-    body = probe.requests[0].body
-    consumer = consumers[0]
+    request = probe.requests[0]
+    body = request.body
     read_when_blocked = consumer.count + body.buffered
     await observe(1.0)  # longer than the idle timeout
     # The server stopped reading: what it has read stays put, and it holds at most about
@@ -552,9 +560,13 @@ async def test_a_paused_consumer_stops_reading_from_the_client(harness):
     assert uploader.paused and uploader.sent < total // 4, uploader.sent
     assert not client.closed
 
-    body.resumeProducing()
+    if consumer_state == "paused":
+        body.resumeProducing()
+    else:
+        start_consuming(request)
     await with_timeout(uploader.done, 60)
     response = await client.response(timeout=60)
+    assert outcome == []
     assert response.code == 200
     assert response.body == b"%d %s" % (total, uploader.sha.hexdigest().encode())
 
@@ -574,7 +586,7 @@ async def test_chunked_upload_has_unknown_length_and_exact_bytes(harness):
     assert probe.requests[0].body.length is UNKNOWN_LENGTH
     for piece in pieces[1:]:
         client.send(chunk(piece))
-    client.send(b"0\r\n\r\n")
+    client.send(LAST_CHUNK)
     response = await client.response()
     assert response.code == 200
     assert response.body == b"".join(pieces)
@@ -646,8 +658,8 @@ async def test_chunked_body_over_the_limit_fails_the_body_and_closes(harness, re
     if response_started:
         # Headers and part of a chunked response, then the connection ends.
         assert bytes(client.buffer).startswith(b"HTTP/1.1 200 OK")
-        assert not bytes(client.buffer).endswith(b"0\r\n\r\n")
-        assert probe.requests[0].client_gone
+        assert not bytes(client.buffer).endswith(LAST_CHUNK)
+        await wait_until(lambda: probe.requests[0].client_gone, "notifyFinish to fail")
     else:
         response = await client.response()
         assert response.code == 413
@@ -662,12 +674,16 @@ async def test_chunked_body_over_the_limit_fails_the_body_and_closes(harness, re
 async def test_client_disconnect_mid_upload_fails_body_and_notify_finish(harness, consuming):
     outcomes = []
     consumers = []
+    order = []
 
     def consume(request):
+        request.notifyFinish().addErrback(lambda _: order.append("notifyFinish"))
         if consuming:
             consumer = RecordingConsumer()
             consumers.append(consumer)
-            request.body.startProducing(consumer).addCallbacks(outcomes.append, outcomes.append)
+            started = request.body.startProducing(consumer)
+            started.addErrback(lambda f: (order.append("body"), f)[1])
+            started.addCallbacks(outcomes.append, outcomes.append)
         return server.NOT_DONE_YET
 
     probe = Probe(consume)
@@ -686,6 +702,9 @@ async def test_client_disconnect_mid_upload_fails_body_and_notify_finish(harness
     assert request.finished_result.check(Exception)
     if consuming:
         await wait_until(lambda: outcomes, "the body Deferred to fail")
+        # notifyFinish first, so that a proxy can cancel its upstream request quietly
+        # before the body fails under it.
+        assert order == ["notifyFinish", "body"]
     else:
         # Nobody asked yet: a late startProducing fails at once.
         request.body.startProducing(RecordingConsumer()).addBoth(outcomes.append)
@@ -693,6 +712,74 @@ async def test_client_disconnect_mid_upload_fails_body_and_notify_finish(harness
     assert isinstance(failure, Failure) and failure.check(BodyAborted), failure
     assert "client disconnected" in failure.getErrorMessage()
     assert request.body.buffered == 0
+
+
+@pytest.mark.parametrize("cancel_on_disconnect", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_client_disconnect_while_forwarding_through_agent(harness, cancel_on_disconnect):
+    # What hubtwist's proxy does: Agent streams request.body to the app. The client
+    # vanishing mid-upload must fail or cancel everything quietly (no logged errors).
+    backend_bodies = []
+    backend_outcomes = []
+
+    def count(request):
+        consumer = RecordingConsumer()
+        backend_bodies.append(consumer)
+        request.body.startProducing(consumer).addBoth(backend_outcomes.append)
+        return server.NOT_DONE_YET
+
+    backend_port = harness.serve(Probe(count))
+    agent = harness.agent()
+    upstream = []
+
+    def forward(request):
+        sending = agent.request(b"POST", b"http://127.0.0.1:%d/" % backend_port, Headers(),
+                                request.body)
+        upstream.append(sending)
+        if cancel_on_disconnect:
+            request.notifyFinish().addErrback(lambda _: sending.cancel())
+        sending.addBoth(lambda result: upstream.append(result))
+        return server.NOT_DONE_YET
+
+    probe = Probe(forward)
+    port = harness.serve(probe)
+    client = await harness.connect(port)
+    client.send(head(b"POST", b"/up", b"Content-Length: 10000000") + b"x" * 100_000)
+    await wait_until(lambda: backend_bodies and backend_bodies[0].count == 100_000,
+                     "the upload to reach the app")
+    client.transport.abortConnection()
+    await wait_until(lambda: len(upstream) == 2, "the upstream request to end")
+    assert isinstance(upstream[1], Failure)
+    await wait_until(lambda: backend_outcomes, "the app to see the upload end")
+    assert isinstance(backend_outcomes[0], Failure)
+    assert backend_outcomes[0].check(BodyAborted)
+    assert probe.requests[0].client_gone
+
+
+@pytest_twisted.ensureDeferred
+async def test_app_answering_before_reading_the_upload_through_agent(harness):
+    # The app answers at once; Agent hands over its response while it is still sending
+    # the request body. Finishing the client's response must stop the body quietly
+    # (an errback would make Agent log "Error writing request").
+    backend_port = harness.serve(Probe(answer_now))
+    agent = harness.agent()
+
+    def forward(request):
+        sending = agent.request(b"POST", b"http://127.0.0.1:%d/app" % backend_port, Headers(),
+                                request.body)
+        sending.addCallback(lambda response: read_body(response).addCallback(
+            lambda data: respond(request, response.code, data)))
+        sending.addErrback(lambda f: respond(request, 502, f.getErrorMessage().encode()))
+        return server.NOT_DONE_YET
+
+    port = harness.serve(Probe(forward))
+    client = await harness.connect(port)
+    client.send(head(b"POST", b"/up", b"Content-Length: 10000000") + b"x" * 200_000)
+    response = await client.response()
+    assert (response.code, response.body) == (200, b"early:/app")
+    client.send(b"x" * 200_000)
+    await client.wait_closed()
+    assert client.closed_cleanly(), client.reason
 
 
 # -- 7. keep-alive, pipelining, responses before the body --------------------------------------
@@ -706,15 +793,34 @@ async def test_keep_alive_and_pipelining_with_bodies(harness):
 
     client.send(head(b"POST", b"/one", b"Content-Length: 3") + b"one")
     assert (await client.response()).body == b"one"
-    client.send(head(b"PUT", b"/two", b"Transfer-Encoding: chunked") + chunk(b"two") + b"0\r\n\r\n")
+    client.send(head(b"PUT", b"/two", b"Transfer-Encoding: chunked") + chunk(b"two") + LAST_CHUNK)
     assert (await client.response()).body == b"two"
     # Pipelined: three requests in one write.
     client.send(head(b"POST", b"/3", b"Content-Length: 5") + b"three"
                 + head(b"GET", b"/4")
-                + head(b"POST", b"/5", b"Transfer-Encoding: chunked") + chunk(b"five") + b"0\r\n\r\n")
+                + head(b"POST", b"/5", b"Transfer-Encoding: chunked")
+                + chunk(b"five") + LAST_CHUNK)
     bodies = [(await client.response()).body for _ in range(3)]
     assert bodies == [b"three", b"", b"five"]
     assert probe.paths == [b"/one", b"/two", b"/3", b"/4", b"/5"]
+    assert len(harness.channels) == 1 and not client.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_request_after_a_body_answered_before_it_was_read(harness):
+    probe = Probe(lambda request: answer_now(request) if request.path.startswith(b"/now")
+                  else echo(request))
+    port = harness.serve(probe)
+    client = await harness.connect(port)
+    # Each body arrives in the same packet as the request answered without reading it.
+    client.send(head(b"POST", b"/now1", b"Content-Length: 10") + b"GET /x1 HT"
+                + head(b"POST", b"/echo", b"Content-Length: 4") + b"echo"
+                + head(b"POST", b"/now2", b"Transfer-Encoding: chunked")
+                + chunk(head(b"GET", b"/x2")) + LAST_CHUNK
+                + head(b"GET", b"/now3"))
+    bodies = [(await client.response()).body for _ in range(4)]
+    assert bodies == [b"early:/now1", b"echo", b"early:/now2", b"early:/now3"]
+    assert probe.paths == [b"/now1", b"/echo", b"/now2", b"/now3"]
     assert len(harness.channels) == 1 and not client.closed
 
 
@@ -790,6 +896,7 @@ async def test_get_without_body_and_read_all(harness):
     response = await client.response()
     assert response.body == b"read:b''"
     assert seen["body"] is EMPTY_BODY
+    assert verifyObject(IBodyProducer, EMPTY_BODY)
     assert seen["body"].length == 0
     assert seen["fired"] is True
 
@@ -818,7 +925,7 @@ async def test_read_all_enforces_max_bytes(harness, framing):
     client = await harness.connect(port)
     if framing == "chunked":
         client.send(head(b"POST", b"/", b"Transfer-Encoding: chunked") + chunk(b"0123456789"))
-        client.send(chunk(b"!") + b"0\r\n\r\n")
+        client.send(chunk(b"!") + LAST_CHUNK)
     else:
         client.send(head(b"POST", b"/", b"Content-Length: 11") + b"0123456789!")
     response = await client.response()
