@@ -32,6 +32,10 @@ setup(
             "pytest>=8",
             "pytest-twisted>=1.14",
             "pytest-timeout>=2.3",
+            # e2e: a real JupyterHub, a scripted browser, a WebSocket client
+            "jupyterhub>=6.1,<7",
+            "requests>=2.28",
+            "websockets>=13",
         ],
     },
     entry_points={"console_scripts": ["hubtwist = hubtwist.cli:main"]},

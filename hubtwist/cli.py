@@ -10,6 +10,7 @@ The command line: argv -> L{Config} -> L{hubtwist.app.run}.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -35,9 +36,31 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-url", metavar="PATH", help="public path prefix, default /")
     parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"))
     parser.add_argument("--log-format", choices=("text", "json"))
+    parser.add_argument("--debug", action="store_const", const="debug", dest="log_level",
+                        help="same as --log-level debug")
+    auth = parser.add_argument_group("authentication and JupyterHub")
+    auth.add_argument("--mode", choices=("auto", "hub", "standalone"),
+                      help="auto (default): Hub mode when JUPYTERHUB_API_URL and "
+                           "JUPYTERHUB_API_TOKEN are set, else standalone")
+    auth.add_argument("--token", help="standalone: the token every request must carry "
+                                      "(default: $HUBTWIST_TOKEN, else a generated one, printed once)")
+    auth.add_argument("--no-auth", action="store_true",
+                      help="standalone: no token; only on loopback or a unix socket")
+    auth.add_argument("--authtype", choices=("oauth", "none"),
+                      help="jhsingle-native-proxy's spelling: none = --no-auth")
+    auth.add_argument("--allow-unauthenticated-public", action="store_true",
+                      help="allow --no-auth on addresses other machines can reach")
+    auth.add_argument("--forward-user-info", action="store_true",
+                      help="Hub mode: send the user's name and groups to the apps in headers")
+    auth.add_argument("--keep-alive", "--force-alive", "--force-keep-alive", action="store_true",
+                      dest="keep_alive", help="Hub mode: report activity even when idle")
+    auth.add_argument("--no-force-alive", action="store_false", dest="keep_alive",
+                      help=argparse.SUPPRESS)
+    auth.add_argument("--last-activity-interval", type=float, metavar="SECONDS",
+                      help="Hub mode: seconds between activity reports (0: none)")
     app = parser.add_argument_group("single-app mode (with -- COMMAND)")
     app.add_argument("--name", default="app", help="the app's name (default: app)")
-    app.add_argument("--port", type=int, metavar="N", dest="app_port",
+    app.add_argument("--port", "--destport", type=int, metavar="N", dest="app_port",
                      help="port the app listens on (default: a free one)")
     app.add_argument("--unix-socket", action="store_true",
                      help="serve the app on a unix socket in a private directory")
@@ -46,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("--ready-check-path", help="path probed for readiness (default /)")
     app.add_argument("--absolute-url", action="store_true", help="do not strip the prefix")
     app.add_argument("--restart", choices=("on-failure", "always", "never"))
+    app.add_argument("--request-timeout", type=float, metavar="SECONDS",
+                     help="seconds the app has to start answering a request")
     app.add_argument("--autostart", action="store_true",
                      help="start the app at once instead of on the first request")
     return parser
@@ -69,6 +94,7 @@ def build_config(args: argparse.Namespace, command: list[str]):
         server = {key: value for key, value in {
             "port": args.app_port, "timeout": args.timeout,
             "ready_check_path": args.ready_check_path, "restart": args.restart,
+            "request_timeout": args.request_timeout,
             "unix_socket": True if args.unix_socket else None,
             "absolute_url": True if args.absolute_url else None,
             "autostart": True if args.autostart else None,
@@ -79,8 +105,41 @@ def build_config(args: argparse.Namespace, command: list[str]):
     else:
         raise ConfigError("", "nothing to serve: give --config FILE, or -- COMMAND ARGS... for "
                           "one app (or try `hubtwist demo`)", source="command line")
-    return with_overrides(config, listen=args.listen, base_url=args.base_url,
-                          log_level=args.log_level, log_format=args.log_format)
+    config = with_overrides(config, listen=args.listen, base_url=args.base_url,
+                            log_level=args.log_level, log_format=args.log_format,
+                            forward_user_info=True if args.forward_user_info else None,
+                            keep_alive=True if args.keep_alive else None)
+    if args.last_activity_interval is not None:
+        import attrs
+
+        from hubtwist.config.kinds import Seconds
+
+        try:
+            interval = Seconds(0).coerce(args.last_activity_interval, "hub.activity_interval")
+        except ConfigError as error:
+            raise error.with_source("--last-activity-interval") from None
+        config = attrs.evolve(config, hub=attrs.evolve(config.hub, activity_interval=interval))
+    return config
+
+
+def plan_auth(args: argparse.Namespace, config, environ=os.environ):
+    """The mode and authentication (L{AuthPlan}), and the config with Hub-mode defaults."""
+    from hubtwist.config import ConfigError
+    from hubtwist.hub import resolve_auth, with_hub_defaults
+    from hubtwist.hub.listening import check_open_listens
+
+    no_auth = args.no_auth or args.authtype == "none"
+    plan = resolve_auth(environ, config, mode=args.mode, token=args.token, no_auth=no_auth,
+                        generate_token=True)
+    if plan.mode == "hub" and no_auth:
+        raise ConfigError("", "--no-auth only applies to standalone mode; in Hub mode every "
+                          "request is checked with the Hub (add --mode standalone to run without it)",
+                          source="command line")
+    config = with_hub_defaults(config, plan, listen_given=bool(args.listen),
+                               base_url_given=args.base_url is not None)
+    if plan.open and no_auth:
+        check_open_listens(config.listen, args.allow_unauthenticated_public)
+    return plan, config
 
 
 def _fail(message: str) -> None:
@@ -127,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         config = build_config(args, command)
+        plan, config = plan_auth(args, config)
     except ConfigError as error:
         _fail(str(error))
 
@@ -135,15 +195,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     from hubtwist.logs import start_logging
 
     start_logging(config.log_level, config.log_format)
-    task.react(_react_main, [config])
+    task.react(_react_main, [config, plan])
 
 
-async def _react_main(reactor, config) -> None:
+async def _react_main(reactor, config, plan=None) -> None:
     from hubtwist.app import ListenError, run
     from hubtwist.config import ConfigError
 
     try:
-        await run(reactor, config)
+        await run(reactor, config, plan)
     except (ConfigError, ListenError) as error:
         print(f"hubtwist: {error}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR if isinstance(error, ConfigError) else 1) from None

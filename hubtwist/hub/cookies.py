@@ -1,6 +1,7 @@
 """
 Cookies, as pure functions: read every C{name=value} pair of Cookie headers (a name may
-appear more than once, set on different paths), and write a C{Set-Cookie} value.
+appear more than once, set on different paths), and drop some of them before the request
+goes on to an app. (Set-Cookie is written with twisted.web's C{request.addCookie}.)
 """
 
 from __future__ import annotations
@@ -31,19 +32,3 @@ def without_cookies(headers: Iterable[bytes], drop) -> bytes | None:
             if chunk.strip() and not drop(chunk.strip().partition("=")[0])]
     return "; ".join(kept).encode("latin-1") if kept else None
 
-
-def set_cookie(name: str, value: str, *, path: str, http_only: bool = True, secure: bool = False,
-               same_site: str | None = "Lax", max_age: int | None = None) -> bytes:
-    """A C{Set-Cookie} header value; C{max_age=0} clears the cookie."""
-    parts = [f"{name}={value}", f"Path={path}"]
-    if max_age is not None:
-        parts.append(f"Max-Age={max_age}")
-        if max_age == 0:
-            parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
-    if http_only:
-        parts.append("HttpOnly")
-    if secure:
-        parts.append("Secure")
-    if same_site:
-        parts.append(f"SameSite={same_site}")
-    return "; ".join(parts).encode("latin-1")

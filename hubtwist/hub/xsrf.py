@@ -17,7 +17,6 @@ import hashlib
 from hubtwist.hub.oauth import Signer
 
 XSRF_COOKIE = "_xsrf"
-ANONYMOUS_MAX_AGE = 3600  # JupyterHub limits anonymous XSRF cookies to an hour
 _READ_ONLY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
 

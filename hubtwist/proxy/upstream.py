@@ -280,6 +280,11 @@ class _Connection(Protocol):
             # must be reading again, or its next response would never be seen.
             self.transport.resumeProducing()
             self._pool._release(self._address, self)
+        elif failure is None and not self._request_sent:
+            # The app answered before it read the whole upload: the response is complete,
+            # the rest of the upload is not wanted; dropping the connection also stops the
+            # upload (its producer is told to stop).
+            self.transport.abortConnection()
         elif failure is None:
             self.transport.loseConnection()
         done(failure)

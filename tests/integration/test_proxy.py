@@ -421,3 +421,15 @@ async def test_app_that_does_not_become_ready_in_time_is_503_still_starting(hubt
     body = json.loads(await text_of(response))
     assert body["error"] == "App still starting"
     assert reactor().seconds() - started < 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_app_answering_before_reading_the_upload(hubtwist):
+    ht = await hubtwist(servers={"app": {"command": APP}})
+    client = hubtwist.client()
+    # /status/N answers without reading the body; a 4 MB upload must not hang anything.
+    response = await within(client.post(f"{ht.url}/app/status/403", data=b"x" * 4_000_000), 20)
+    assert response.code == 403
+    await within(response.content(), 10)
+    response = await within(client.get(f"{ht.url}/app/pid"), 10)
+    assert response.code == 200

@@ -164,3 +164,15 @@ def test_listen_for_the_service_url():
         listen_for_service_url("https://127.0.0.1:9000/")
     with pytest.raises(ConfigError, match="not an http"):
         listen_for_service_url("127.0.0.1:9000")
+
+
+def test_check_config_shows_the_hub_table_but_never_a_token():
+    from hubtwist.config.dump import to_toml
+
+    config = load_toml_text('token = "standalone-secret"\n[hub]\napi_url = "http://h/hub/api"\n'
+                            'api_token = "hub-secret"\nservice_name = "ext"\n')
+    text = to_toml(config)
+    assert "standalone-secret" not in text and "hub-secret" not in text
+    assert '"api_url" = "http://h/hub/api"' in text and '"service_name" = "ext"' in text
+    plain = load_toml_text('[hub]\nservice_name = "ext"\nactivity_interval = 60\n')
+    assert load_toml_text(to_toml(plain)) == plain

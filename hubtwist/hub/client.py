@@ -1,0 +1,217 @@
+"""
+The Hub API client (treq): the Hub's version, who a token belongs to, the OAuth code
+exchange, and activity reports. Every call has a time limit; connection failures and 5xx
+answers are retried with exponential backoff; internal SSL uses the certificates the Hub
+hands over in C{JUPYTERHUB_SSL_*}.
+
+Tokens go in C{Authorization} headers only and are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from treq.client import HTTPClient
+from twisted.internet import defer, error as net_error
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.web.client import (
+    Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseFailed, ResponseNeverReceived,
+)
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from hubtwist.hub.settings import HubSettings
+
+log = Logger(namespace="hubtwist.hub")
+
+# Failures worth another try: nothing reached the Hub, or the answer never came.
+_TRANSIENT = (net_error.ConnectError, net_error.DNSLookupError, net_error.ConnectionLost,
+              net_error.TimeoutError, defer.TimeoutError, defer.CancelledError, ResponseFailed,
+              ResponseNeverReceived)
+
+
+class HubUnavailable(Exception):
+    """The Hub could not be reached or kept failing; the message says which call and why."""
+
+
+class HubRefused(Exception):
+    """The Hub answered a call with a client error (4xx); C{code} and its message kept."""
+
+    def __init__(self, what: str, code: int, message: str) -> None:
+        self.code = code
+        super().__init__(f"the Hub refused {what} with status {code}: {message}")
+
+
+def retry_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Seconds to wait before retry number C{attempt} (1, 2, ...): doubling, capped."""
+    return min(maximum, initial * 2 ** (attempt - 1))
+
+
+def _pem_blocks(text: str, kind: str) -> list[str]:
+    return re.findall(rf"-----BEGIN {kind}-----.+?-----END {kind}-----", text, re.S)
+
+
+@implementer(IPolicyForHTTPS)
+class InternalTLSPolicy:
+    """TLS to the Hub with JupyterHub's internal SSL: its CA as the only trust root, and the
+    certificate and key the Hub issued to this server as the client certificate."""
+
+    def __init__(self, ca_file: str, cert_file: str = "", key_file: str = "") -> None:
+        from twisted.internet import ssl
+
+        cas = _pem_blocks(Path(ca_file).read_text(), "CERTIFICATE")
+        if not cas:
+            raise ValueError(f"{ca_file} holds no PEM certificate")
+        self._trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(c) for c in cas])
+        self._client = None
+        if cert_file and key_file:
+            self._client = ssl.PrivateCertificate.loadPEM(
+                Path(key_file).read_text() + "\n" + Path(cert_file).read_text())
+
+    def creatorForNetloc(self, hostname: bytes, port: int):
+        from twisted.internet import ssl
+
+        return ssl.optionsForClientTLS(hostname.decode("idna"), trustRoot=self._trust,
+                                       clientCertificate=self._client)
+
+
+class HubClient:
+    """Calls to one Hub's REST API as this server (its API token), or as a user's token."""
+
+    def __init__(self, reactor, settings: HubSettings, *, attempts: int = 4,
+                 backoff: float = 0.5, backoff_max: float = 8.0) -> None:
+        self._reactor = reactor
+        self._settings = settings
+        self.attempts = attempts
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = 8
+        if settings.ssl_client_ca:
+            policy = InternalTLSPolicy(settings.ssl_client_ca, settings.ssl_certfile,
+                                       settings.ssl_keyfile)
+        else:
+            policy = BrowserLikePolicyForHTTPS()
+        agent = Agent(reactor, contextFactory=policy, pool=self._pool,
+                      connectTimeout=settings.request_timeout)
+        self._http = HTTPClient(agent)
+
+    @property
+    def api_url(self) -> str:
+        return self._settings.api_url
+
+    def close(self):
+        """Close pooled connections (at shutdown); returns a Deferred."""
+        return self._pool.closeCachedConnections()
+
+    # -- the calls -------------------------------------------------------------------------
+
+    async def version(self, attempts: int | None = None) -> str:
+        """The Hub's version (C{GET /hub/api}), which hubtwist echoes in X-JupyterHub-Version."""
+        code, headers, body = await self._call("GET", self.api_url + "/", "the version request",
+                                               attempts=attempts)
+        if code >= 400:
+            raise HubRefused("the version request", code, _message(body))
+        version = headers.getRawHeaders(b"x-jupyterhub-version", [b""])[0].decode("latin-1")
+        try:
+            version = json.loads(body).get("version") or version
+        except (ValueError, AttributeError):
+            pass
+        if not version:
+            raise HubUnavailable(f"{self.api_url}/ did not say which JupyterHub version it is")
+        return version
+
+    async def identify(self, token: str) -> dict | None:
+        """The model of the user or service C{token} belongs to, or C{None} if it is invalid."""
+        code, _, body = await self._call("GET", self.api_url + "/user", "a token check", token=token)
+        if code == 200:
+            try:
+                model = json.loads(body)
+            except ValueError:
+                raise HubUnavailable("the Hub answered a token check with something that is "
+                                     "not JSON") from None
+            return model if isinstance(model, dict) and model.get("name") else None
+        return None  # 401/403/404: the Hub does not know this token (any more)
+
+    async def token_for_code(self, code: str, *, code_verifier: str, redirect_uri: str) -> str:
+        """Finish an OAuth login: exchange C{code} for the user's access token."""
+        settings = self._settings
+        form = {"client_id": settings.client_id, "client_secret": settings.api_token,
+                "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                "code_verifier": code_verifier}
+        # A code is single-use: retry only when the request cannot have reached the Hub.
+        status, _, body = await self._call("POST", self.api_url + "/oauth2/token",
+                                           "the login code exchange", form=form, retry_5xx=False)
+        if status != 200:
+            raise HubRefused("the login code exchange", status, _message(body))
+        try:
+            return json.loads(body)["access_token"]
+        except (ValueError, KeyError, TypeError):
+            raise HubUnavailable("the Hub's answer to the login code exchange has no "
+                                 "access_token") from None
+
+    async def post_activity(self, url: str, report: dict, attempts: int | None = None) -> None:
+        """POST an activity report (as this server) to C{url}."""
+        code, _, body = await self._call("POST", url, "an activity report",
+                                         token=self._settings.api_token, body=report,
+                                         attempts=attempts)
+        if code >= 400:
+            raise HubRefused("an activity report", code, _message(body))
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _call(self, method: str, url: str, what: str, *, token: str | None = None,
+                    body: dict | None = None, form: dict | None = None, retry_5xx: bool = True,
+                    attempts: int | None = None):
+        attempts = attempts or self.attempts
+        token = self._settings.api_token if token is None else token
+        headers = {"Authorization": f"token {token}", "Accept": "application/json"}
+        problem = ""
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                await deferLater(self._reactor, retry_delay(attempt - 1, self.backoff,
+                                                            self.backoff_max), lambda: None)
+            try:
+                code, response_headers, content = await defer.Deferred.fromCoroutine(
+                    self._once(method, url, headers, body, form)
+                ).addTimeout(self._settings.request_timeout, self._reactor)
+            except _TRANSIENT as error:
+                problem = _why(error, self._settings.request_timeout)
+                safe = form is not None and not isinstance(error, net_error.ConnectError)
+                if safe:
+                    break  # the form may have reached the Hub: do not send it twice
+                continue
+            if code >= 500 and retry_5xx:
+                problem = f"it answered with status {code}"
+                continue
+            return code, response_headers, content
+        host = urlsplit(url).netloc
+        raise HubUnavailable(f"the Hub at {host} is not answering {what} ({problem})")
+
+    async def _once(self, method, url, headers, body, form):
+        kwargs = {"json": body} if body is not None else {"data": form} if form is not None else {}
+        response = await self._http.request(method, url, headers=headers, **kwargs)
+        content = await response.content()
+        return response.code, response.headers, content
+
+
+def _why(error: Exception, timeout: float) -> str:
+    if isinstance(error, (defer.TimeoutError, defer.CancelledError, net_error.TimeoutError)):
+        return f"no answer within {timeout:g} s"
+    if isinstance(error, net_error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, (ResponseFailed, ResponseNeverReceived)):
+        return "the connection was lost"
+    return str(error) or type(error).__name__
+
+
+def _message(body: bytes) -> str:
+    try:
+        model = json.loads(body)
+        return str(model.get("error_description") or model.get("message") or model.get("error"))
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace") or "(no message)"

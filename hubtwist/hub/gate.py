@@ -1,0 +1,252 @@
+"""
+The Hub auth gate: one resource that wraps the router, so every request — page, API call,
+WebSocket handshake — is authenticated and scope-checked before anything else sees it.
+
+Per request (JupyterHub's C{HubOAuth} rules, see docs/jupyterhub.md):
+
+  - C{X-JupyterHub-Version} goes on every response; the user-info headers hubtwist sets for
+    apps are removed from what the client sent.
+  - C{<prefix>api} answers without authentication (the Hub's readiness probe).
+  - C{<prefix>oauth_callback} finishes a login, C{<prefix>logout} ends it (L{HubLogin}).
+  - Otherwise a token is looked for: C{?token=} (WebSocket handshakes, or when allowed), an
+    C{Authorization} header, then the login cookie (which needs a valid XSRF token on
+    unsafe requests). The Hub says whose token it is (cached), and one of the access scopes
+    must be held.
+  - Without credentials a browser is sent to the Hub's C{oauth2/authorize}; API-looking
+    requests (including WebSocket handshakes) get 403 and never reach an app.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from hubtwist.hub import requestinfo as info
+from hubtwist.hub.client import HubClient, HubUnavailable
+from hubtwist.hub.identity import UNKNOWN, Identity, IdentityCache, cache_key
+from hubtwist.hub.login import HubLogin, redirect
+from hubtwist.hub.oauth import Signer
+from hubtwist.hub.scopes import granted
+from hubtwist.hub.settings import HubSettings
+from hubtwist.hub.xsrf import needs_check
+from hubtwist.proxy.errors import send_error
+from hubtwist.proxy.forward import is_upgrade
+
+log = Logger(namespace="hubtwist.hub")
+
+# Headers hubtwist sets for the apps; a client must never be able to set them itself.
+USER_HEADERS = (b"x-forwarded-user", b"x-hubtwist-user", b"x-cdsdashboards-jh-user")
+_STALE_WARNING_EVERY = 60.0
+
+
+@attrs.frozen
+class Credentials:
+    """A token found on a request, and where: C{url}, C{header} or C{cookie}."""
+
+    token: str = attrs.field(repr=False)
+    source: str
+    session_id: str = ""
+
+
+def strip_user_headers(request) -> None:
+    for name in USER_HEADERS:
+        request.requestHeaders.removeHeader(name)
+
+
+class HubGate(Resource):
+    """Wraps C{inner} (the router) with JupyterHub authentication; see the module docstring."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource, settings: HubSettings, client: HubClient, *,
+                 base_url: str, clock: Callable[[], float] = time.time,
+                 forward_user_info: bool = False, signer: Signer | None = None) -> None:
+        super().__init__()
+        self._inner = inner
+        self._settings = settings
+        self._client = client
+        self._clock = clock
+        self._forward_user_info = forward_user_info
+        self._prefix = base_url.encode()
+        self._cache = IdentityCache(clock, max_age=settings.cache_max_age)
+        self._login = HubLogin(settings, client, self._cache, base_url=base_url, clock=clock,
+                               signer=signer)
+        self._inflight: dict[str, list[Deferred]] = {}
+        self._stale_warned = -_STALE_WARNING_EVERY
+        self.hub_version: bytes | None = None
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def render(self, request):
+        if self.hub_version:
+            request.setHeader(b"x-jupyterhub-version", self.hub_version)
+        strip_user_headers(request)
+        path = request.path
+        if not path.startswith(self._prefix):
+            return self._inner.render(request)  # a redirect to the prefix, or a 404
+        rest = path[len(self._prefix):]
+        if rest in (b"api", b"api/"):
+            return self._inner.render(request)
+        if rest == b"oauth_callback":
+            Deferred.fromCoroutine(self._login.callback(request)).addErrback(self._crashed, request)
+            return NOT_DONE_YET
+        if rest == b"logout":
+            return self._login.logout(request)
+        credentials, refusal = self._credentials(request)
+        if credentials is None:
+            return self._unauthenticated(request, rest, refusal)
+        key = cache_key(credentials.token, credentials.session_id)
+        known = self._cache.fresh(key)
+        if known is not UNKNOWN:
+            return self._decide(request, rest, credentials, known)
+        gone = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        waiting = self._lookup(key, credentials.token)
+        waiting.addCallback(lambda identity: None if gone else info.finish_render(
+            request, self._decide(request, rest, credentials, identity)))
+        waiting.addErrback(self._hub_failed, request, gone)
+        return NOT_DONE_YET
+
+    # -- credentials -----------------------------------------------------------------------
+
+    def _credentials(self, request) -> tuple[Credentials | None, str]:
+        """The request's token and where it came from, or C{None} and why a cookie was refused."""
+        session_id = self._login.session_id(request)
+        upgrade = is_upgrade(request)
+        if self._settings.allow_token_in_url or upgrade:
+            token = info.query_arg(request, "token")
+            if token:
+                return Credentials(token, "url", session_id), ""
+        token = info.authorization_token(request)
+        if token:
+            return Credentials(token, "header", session_id), ""
+        if upgrade and not self._settings.allow_websocket_cookie_auth:
+            return None, "WebSocket connections need a token here: cookie login is turned off."
+        token = self._login.login_token(request)
+        if token is None:
+            return None, ""
+        if (self._settings.xsrf_protection
+                and needs_check(request.method, info.header(request, b"sec-fetch-mode"),
+                                info.header(request, b"sec-fetch-site"))
+                and not self._login.xsrf_is_valid(request, token, session_id)):
+            return None, ("The login cookie is only accepted on this request with a matching "
+                          "XSRF token: the `_xsrf` cookie's value as `_xsrf` argument or "
+                          "X-XSRFToken header.")
+        return Credentials(token, "cookie", session_id), ""
+
+    # -- identity --------------------------------------------------------------------------
+
+    def _lookup(self, key: str, token: str) -> Deferred:
+        """Who C{token} is; concurrent requests with the same token share one Hub call."""
+        waiter = Deferred()
+        waiters = self._inflight.get(key)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        self._inflight[key] = [waiter]
+        Deferred.fromCoroutine(self._ask_hub(key, token)).addBoth(self._lookup_done, key)
+        return waiter
+
+    def _lookup_done(self, result, key: str) -> None:
+        for waiter in self._inflight.pop(key, []):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    async def _ask_hub(self, key: str, token: str) -> Identity | None:
+        try:
+            model = await self._client.identify(token)
+        except HubUnavailable:
+            stale = self._cache.stale(key)
+            if stale is None:
+                raise
+            now = self._clock()
+            if now - self._stale_warned >= _STALE_WARNING_EVERY:
+                self._stale_warned = now
+                log.warn("The Hub is not reachable; accepting identities it confirmed before "
+                         "(such as {who}) until it is back", who=stale.describe())
+            return stale
+        identity = Identity.from_model(model) if model else None
+        self._cache.remember(key, identity)
+        return identity
+
+    def _hub_failed(self, failure: Failure, request, gone: list) -> None:
+        if gone:
+            return
+        if failure.check(HubUnavailable):
+            log.warn("Cannot check a request's credentials: {why}", why=failure.getErrorMessage())
+            send_error(request, 503, "JupyterHub unreachable",
+                       f"hubtwist cannot check who you are because {failure.getErrorMessage()}. "
+                       "Try again in a moment.", retry_after=5)
+        else:
+            self._crashed(failure, request)
+
+    def _crashed(self, failure: Failure, request) -> None:
+        log.failure("The auth gate failed on {path}", failure,
+                    path=request.path.decode("latin-1"))
+        send_error(request, 500, "Internal error",
+                   "hubtwist failed while checking who you are; the details are in its log.")
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def _decide(self, request, rest: bytes, credentials: Credentials, identity: Identity | None):
+        if identity is None:
+            if credentials.source == "cookie":
+                self._login.clear_login_cookie(request)
+                return self._unauthenticated(request, rest, "")
+            return self._refuse(request, 403, "Invalid token",
+                                "JupyterHub does not accept the token this request carries. "
+                                "It may have expired or been revoked; get a new one from the Hub.")
+        if not granted(identity.scopes, self._settings.access_scopes):
+            log.info("Refused {who}: none of the access scopes {scopes}",
+                     who=identity.describe(), scopes=" ".join(self._settings.access_scopes))
+            return self._refuse(
+                request, 403, "Forbidden",
+                f"You are logged in to JupyterHub as {identity.describe()}, who may not use "
+                f"{self._settings.kind}: that needs one of the scopes "
+                f"{', '.join(self._settings.access_scopes)}. Ask its owner to share it with you, "
+                f"or log out at {self._login.hub_url('hub/logout')} and log in as someone else.")
+        if credentials.source == "url" and self._settings.allow_token_in_url \
+                and info.is_navigation(request):
+            # As JupyterHub's services: a ?token= link starts a cookie session, and the
+            # token leaves the address bar (and later Referer headers).
+            self._login.set_login_cookie(request, credentials.token, credentials.session_id)
+            return redirect(request, info.uri_without_arg(request, "token"))
+        if credentials.source == "cookie" and info.is_navigation(request):
+            self._login.refresh_xsrf_cookie(request, credentials.token, credentials.session_id)
+        self._login.hide_own_cookies(request)
+        if self._forward_user_info:
+            add_user_headers(request, identity)
+        return self._inner.render(request)
+
+    def _unauthenticated(self, request, rest: bytes, refusal: str):
+        if info.looks_like_api(request, rest):
+            detail = refusal or ("Log in through JupyterHub first, or send a JupyterHub token in "
+                                 "an `Authorization: token ...` header.")
+            return self._refuse(request, 403, "Authentication required", detail)
+        return self._login.start(request)
+
+    @staticmethod
+    def _refuse(request, status: int, title: str, detail: str):
+        send_error(request, status, title, detail)
+        return NOT_DONE_YET
+
+
+def add_user_headers(request, identity: Identity) -> None:
+    """C{forward_user_info}: who is calling, for the app."""
+    headers = request.requestHeaders
+    headers.setRawHeaders(b"x-forwarded-user", [identity.name.encode("utf-8")])
+    headers.setRawHeaders(b"x-hubtwist-user", [identity.as_header().encode("utf-8")])
+    # jhsingle-native-proxy's --forward-user-info header, for apps written against it.
+    legacy = {"kind": identity.kind, "name": identity.name, "admin": identity.admin,
+              "groups": list(identity.groups)}
+    headers.setRawHeaders(b"x-cdsdashboards-jh-user", [json.dumps(legacy).encode("utf-8")])

@@ -1,0 +1,141 @@
+"""
+The standalone token gate: without a Hub, every request must carry hubtwist's token, like a
+Jupyter server's. A browser brings it once as C{?token=...} (the URL printed at startup) and
+then holds a cookie; API clients send C{Authorization: token ...}; WebSocket handshakes may
+use either.
+
+Cookie-authenticated unsafe requests (POST, PUT, ...) must come from this origin: browsers
+send cookies to every port of a host, so a page served by another local app could otherwise
+make them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import time
+from typing import Callable
+from urllib.parse import urlsplit
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from hubtwist.hub import requestinfo as info
+from hubtwist.hub.cookies import without_cookies
+from hubtwist.hub.gate import strip_user_headers
+from hubtwist.hub.oauth import Signer
+from hubtwist.proxy.errors import send_error
+
+_COOKIE_VALUE = "authenticated"
+
+
+def cross_origin(method: bytes, host: str | None, origin: str | None, fetch_site: str | None) -> bool:
+    """
+    True when an unsafe request visibly comes from another origin: C{Sec-Fetch-Site} says
+    so, or the C{Origin} header names another host:port than C{Host}. Pure.
+    """
+    if method in info.SAFE_METHODS:
+        return False
+    if fetch_site and fetch_site not in ("same-origin", "none"):
+        return True
+    if origin and origin != "null" and host:
+        return urlsplit(origin).netloc.lower() != host.lower()
+    return origin == "null"
+
+
+class TokenGate(Resource):
+    """Wraps C{inner} (the router): only requests with the token get through."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource, token: str, *, base_url: str,
+                 clock: Callable[[], float] = time.time, signer: Signer | None = None) -> None:
+        super().__init__()
+        self._inner = inner
+        self._token = token.encode()
+        self._prefix = base_url.encode()
+        self._base_url = base_url
+        self._clock = clock
+        self._signer = signer or Signer()
+        # Named after the token, so two hubtwists on one host (cookies ignore ports) with
+        # different tokens do not overwrite each other's cookie.
+        self._cookie = "hubtwist-" + hashlib.sha256(self._token).hexdigest()[:12]
+
+    def render(self, request):
+        strip_user_headers(request)
+        path = request.path
+        if not path.startswith(self._prefix):
+            return self._inner.render(request)
+        rest = path[len(self._prefix):]
+        if rest in (b"api", b"api/"):
+            return self._inner.render(request)  # the version only: a health check
+        if self._matches(info.authorization_token(request)):
+            return self._inner.render(request)
+        url_token = info.query_arg(request, "token")
+        if url_token is not None and self._matches(url_token):
+            if info.is_navigation(request):
+                request.addCookie(self._cookie, self._signer.sign(self._cookie, _COOKIE_VALUE, self._clock()),
+                                  path=self._base_url, httpOnly=True, sameSite="lax",
+                                  secure=info.is_https(request) or None)
+                return self._redirect(request, info.uri_without_arg(request, "token"))
+            return self._inner.render(request)
+        if self._has_cookie(request):
+            if cross_origin(request.method, info.header(request, b"host"), info.header(request, b"origin"),
+                            info.header(request, b"sec-fetch-site")):
+                send_error(request, 403, "Cross-origin request refused",
+                           "This request came from another site or port, so hubtwist's login "
+                           "cookie does not count for it. Send the token in an Authorization "
+                           "header instead.")
+                return NOT_DONE_YET
+            self._hide_cookie(request)
+            return self._inner.render(request)
+        return self._ask_for_token(request, rest, wrong=url_token is not None)
+
+    def _matches(self, candidate: str | None) -> bool:
+        return candidate is not None and hmac.compare_digest(candidate.encode(), self._token)
+
+    def _has_cookie(self, request) -> bool:
+        now = self._clock()
+        return any(name == self._cookie and self._signer.verify(name, value, now) == _COOKIE_VALUE
+                   for name, value in info.cookies(request))
+
+    def _hide_cookie(self, request) -> None:
+        kept = without_cookies(request.requestHeaders.getRawHeaders(b"cookie", []),
+                               lambda name: name == self._cookie)
+        if kept is None:
+            request.requestHeaders.removeHeader(b"cookie")
+        else:
+            request.requestHeaders.setRawHeaders(b"cookie", [kept])
+
+    def _ask_for_token(self, request, rest: bytes, wrong: bool):
+        request.setHeader(b"www-authenticate", b'Token realm="hubtwist"')
+        problem = "The token in the URL is not this hubtwist's token." if wrong else \
+            "This hubtwist needs its token."
+        if info.looks_like_api(request, rest):
+            send_error(request, 401, "Token required",
+                       f"{problem} Send it in an `Authorization: token ...` header.")
+            return NOT_DONE_YET
+        request.setResponseCode(401)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        action = html.escape(request.path.decode("latin-1"))
+        return _TOKEN_PAGE.format(problem=html.escape(problem), action=action).encode()
+
+    @staticmethod
+    def _redirect(request, location: bytes):
+        request.setResponseCode(302)
+        request.setHeader(b"location", location)
+        request.setHeader(b"cache-control", b"no-store")
+        return b""
+
+
+_TOKEN_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>401 Token required</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}}
+input{{font:inherit;width:24rem}}</style></head>
+<body><h1>Token required</h1><p>{problem} Open the URL hubtwist printed when it started
+(it ends in <code>?token=…</code>), or paste the token:</p>
+<form method="get" action="{action}"><input name="token" type="password" autocomplete="off" autofocus>
+<button>Open</button></form><p><small>hubtwist</small></p></body></html>
+"""
