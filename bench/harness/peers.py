@@ -236,11 +236,15 @@ port = {backend_port}  # no `command`: the app is already running; hubtwist only
 
 
 def start_hubtwist(backend_port: int) -> Running:
-    """C{hubtwist --config .scratch/hubtwist-bench.toml --listen tcp:PORT:interface=...}."""
+    """
+    C{hubtwist --no-auth --config .scratch/hubtwist-bench.toml --listen tcp:PORT:...}:
+    unauthenticated like the peers (CHP's proxy port, jsp's --no-authentication); hubtwist
+    allows that on loopback only.
+    """
     argv, extra_env = hubtwist_command()
     port = free_port()
     config = write_hubtwist_config(backend_port)
-    proc = Proc("hubtwist", [*argv, "--config", str(config),
+    proc = Proc("hubtwist", [*argv, "--no-auth", "--config", str(config),
                              "--listen", f"tcp:{port}:interface={LOOPBACK}"],
                 env=child_env(**extra_env), cwd=REPO_DIR)
     proc.wait_for_port(port, START_TIMEOUT)
