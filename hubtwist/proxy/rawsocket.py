@@ -57,9 +57,12 @@ __all__ = ["PumpEnd", "SocketPump", "TransportEnd", "direct_writer", "pumpable"]
 log = Logger(namespace="hubtwist.proxy.websocket")
 
 READ_SIZE = 128 * 1024
-_IN = select.EPOLLIN
-_OUT = select.EPOLLOUT
-_READ_EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
+_ROUNDS = 4  # polls per wakeup: replies that arrive meanwhile skip a reactor iteration
+HAVE_EPOLL = hasattr(select, "epoll")  # Linux; elsewhere every end is a TransportEnd
+_IN = getattr(select, "EPOLLIN", 0x001)
+_OUT = getattr(select, "EPOLLOUT", 0x004)
+_TROUBLE = getattr(select, "EPOLLHUP", 0x010) | getattr(select, "EPOLLERR", 0x008)
+_READ_EVENTS = _IN | getattr(select, "EPOLLRDHUP", 0x2000) | _TROUBLE
 
 
 def _has_buffers(transport) -> bool:
@@ -96,7 +99,7 @@ def direct_writer(transport) -> Callable[[bytes], None]:
 
 def pumpable(transport) -> bool:
     """Whether C{transport} is a plain socket connection with nothing waiting to be sent."""
-    return (isinstance(transport, tcp.Connection) and _has_buffers(transport)
+    return (HAVE_EPOLL and isinstance(transport, tcp.Connection) and _has_buffers(transport)
             and not transport.dataBuffer and not transport._tempDataLen
             and transport.connected and not transport.disconnecting
             and getattr(transport, "socket", None) is not None)
@@ -203,18 +206,24 @@ class SocketPump:
         if epoll is None:
             return
         ends = self.ends
-        for fd, events in epoll.poll(0):
-            end = ends.get(fd)
-            if end is None:
-                continue
-            try:
-                if events & _OUT:
-                    end._flush()
-                if events & _READ_EVENTS and end.reading:
-                    end._read()
-            except Exception:
-                log.failure("Error while relaying a WebSocket; closing it")
-                end._fatal()
+        for _ in range(_ROUNDS):
+            ready = epoll.poll(0)
+            if not ready:
+                return
+            for fd, events in ready:
+                end = ends.get(fd)
+                if end is None:
+                    continue
+                try:
+                    if events & _OUT or (events & _TROUBLE and not end.reading):
+                        end._flush()  # (on trouble, the send fails and closes it)
+                    if events & _READ_EVENTS and end.reading:
+                        end._read()
+                except Exception:
+                    log.failure("Error while relaying a WebSocket; closing it")
+                    end._fatal()
+            if self.epoll is not epoll:
+                return  # every end closed
 
     def connectionLost(self, reason) -> None:
         # Only if doRead itself failed; drop everything rather than spin.

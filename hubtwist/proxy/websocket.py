@@ -18,8 +18,10 @@ Splicing passes the bytes through unchanged: frames stay masked, compressed fram
 compressed, and the Python work per message is reading its frame header
 (L{FrameSplicer}), which is what counts messages for the activity stamp, enforces
 C{websocket_max_message_size} (close 1009 both ways) and finds the frame boundaries where
-hubtwist inserts its keepalive pings and its own close frames. Each transport is the other's
-producer, so a slow reader pauses reading from the fast writer (bounded memory).
+hubtwist inserts its keepalive pings and its own close frames. The bytes themselves move
+through L{hubtwist.proxy.rawsocket}: plain sockets are driven by one inner epoll set (the
+L{SocketPump}), other transports (TLS) stay Twisted's. Either way a slow reader pauses
+reading from the fast writer, so memory stays bounded.
 
 Closing: close frames pass through; once both have, both connections are closed. If the
 app drops its connection without a close frame the client gets close 1011 (or, in the middle
@@ -43,7 +45,7 @@ from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.rawsocket import SocketPump, TransportEnd, pumpable
 from hubtwist.proxy.rewrite import rewrite_cookie_path, rewrite_location
 from hubtwist.proxy.ws_frames import (
-    CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_TOO_BIG, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
+    CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
     FrameDecoder, FrameSplicer, accept_key, close_frame, close_payload, encode_frame,
     frame_header, parse_close,
 )
@@ -553,10 +555,15 @@ class SpliceSession(_Session):
         if self.client_open:
             down = self.down
             if down.close_code is None and down.forwarding and down.at_boundary:
-                down.inject(close_frame(CLOSE_INTERNAL_ERROR, "the app closed the connection"),
-                            then_stop=True)
-                log.debug("[{server}] WebSocket: the app closed the connection without a "
-                          "close frame ({why})", server=self.name, why=reason.getErrorMessage())
+                if self.up.close_code is not None:
+                    # The client closed and the app left without answering: answer for it.
+                    frame = close_frame(self.up.close_code, self.up.close_reason)
+                else:
+                    frame = close_frame(CLOSE_INTERNAL_ERROR, "the app closed the connection")
+                    log.debug("[{server}] WebSocket: the app closed the connection without a "
+                              "close frame ({why})", server=self.name,
+                              why=reason.getErrorMessage())
+                down.inject(frame, then_stop=True)
             self.up.stop()
             self.client_end.lose()
         self._maybe_end()
@@ -656,7 +663,7 @@ class RawSession(_Session):
         self.decoder = FrameDecoder(
             on_data=_unbound, on_control=self._control,
             on_messages=self._messages if self.touch is not None else None,
-            on_too_big=self._too_big, max_message=self.max_message)
+            on_too_big=self._too_big, on_invalid=self._invalid, max_message=self.max_message)
         self.close_sent = False
         return self.decoder.feed, self._from_app
 
@@ -698,6 +705,12 @@ class RawSession(_Session):
         reason = f"message from the browser over {self.max_message} bytes"
         log.debug("[{server}] WebSocket closed: {reason}", server=self.name, reason=reason)
         self._send_close(CLOSE_TOO_BIG, reason)
+        self.lose_both()
+
+    def _invalid(self, what: str) -> None:
+        log.debug("[{server}] WebSocket closed: the browser sent {what}", server=self.name,
+                  what=what)
+        self._send_close(CLOSE_PROTOCOL_ERROR, what)
         self.lose_both()
 
     def send_ping(self) -> None:

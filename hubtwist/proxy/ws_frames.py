@@ -32,6 +32,7 @@ OP_PONG = 0xA
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_NO_STATUS = 1005
 CLOSE_ABNORMAL = 1006
 CLOSE_TOO_BIG = 1009
@@ -245,6 +246,15 @@ class FrameSplicer:
             opcode = first & 0x0F
             end = position + head + length
             if opcode & 0x8:
+                if length > 125:
+                    # Not a valid control frame: pass it on for the receiver to refuse,
+                    # without holding it back (it could be of any size).
+                    if end >= size:
+                        self.remaining = end - size
+                        position = size
+                        break
+                    position = end
+                    continue
                 # A control frame (at most 125 bytes of payload): only ever handled whole.
                 if end > size:
                     break
@@ -316,7 +326,7 @@ class FrameDecoder:
     """
 
     __slots__ = (
-        "on_data", "on_control", "on_messages", "on_too_big", "max_message", "held",
+        "on_data", "on_control", "on_messages", "on_too_big", "on_invalid", "max_message", "held",
         "remaining", "mask", "mask_offset", "message_size", "failed",
     )
 
@@ -325,9 +335,11 @@ class FrameDecoder:
         on_control: Callable[[int, bytes], None],
         on_messages: Callable[[int], None] | None = None,
         on_too_big: Callable[[], None] | None = None,
+        on_invalid: Callable[[str], None] | None = None,
         max_message: int = 0,
     ) -> None:
         self.on_data = on_data
+        self.on_invalid = on_invalid
         self.on_control = on_control
         self.on_messages = on_messages
         self.on_too_big = on_too_big
@@ -385,6 +397,11 @@ class FrameDecoder:
                 head += 4
             opcode = first & 0x0F
             if opcode & 0x8:
+                if length > 125:  # no valid control frame is that long
+                    self.failed = True
+                    if self.on_invalid is not None:
+                        self.on_invalid("a control frame longer than 125 bytes")
+                    return
                 end = position + head + length
                 if end > size:
                     break

@@ -115,7 +115,7 @@ async def handler(ws) -> None:
         pass
     finally:
         if path not in ("/last-close", "/flood-status"):
-            received = ws.close_rcvd
+            received = ws.protocol.close_rcvd
             LAST_CLOSE.clear()
             LAST_CLOSE.update(path=path, code=received.code if received else None,
                               reason=received.reason if received else None)
