@@ -207,9 +207,12 @@ class _Exchange:
             out.addRawHeader(name, value)
         if response.length is not None and request.method != b"HEAD":
             out.setRawHeaders(b"content-length", [b"%d" % response.length])
-        request.write(b"")  # headers out now: an SSE stream's first event must not wait
         self.flow = response.deliver(request.write, self.body_done)
         if not request.finished and not self.client_gone:
+            if not request.startedWriting:
+                # No body yet (an SSE stream, a slow app): send the head now, so the client
+                # sees the response start; small responses go out head and body together.
+                request.write(b"")
             request.registerProducer(self.flow, True)
 
     def _buffer_and_rewrite(self, response: UpstreamResponse, headers) -> None:
