@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=("text", "json"))
     parser.add_argument("--debug", action="store_const", const="debug", dest="log_level",
                         help="same as --log-level debug")
+    parser.add_argument("--user", metavar="NAME|UID[:GID]",
+                        help="started as root: create the account's home if missing, then "
+                             "drop root for good before listening and starting apps")
     auth = parser.add_argument_group("authentication and JupyterHub")
     auth.add_argument("--mode", choices=("auto", "hub", "standalone"),
                       help="auto (default): Hub mode when JUPYTERHUB_API_URL and "
@@ -190,11 +193,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as error:
         _fail(str(error))
 
+    dropped = None
+    if args.user:
+        from hubtwist.privileges import drop_privileges
+
+        try:
+            dropped = drop_privileges(args.user)
+        except (KeyError, PermissionError, OSError) as error:
+            _fail(error.args[0] if isinstance(error, KeyError) else str(error))
+
     from twisted.internet import task
 
     from hubtwist.logs import start_logging
 
     start_logging(config.log_level, config.log_format)
+    if dropped is not None:
+        from twisted.logger import Logger
+
+        account, created = dropped
+        Logger(namespace="hubtwist").info(
+            "Running as {name} (uid {uid}, gid {gid}){home}", name=account.name,
+            uid=account.uid, gid=account.gid,
+            home=f"; created {account.home}" if created else "")
     task.react(_react_main, [config, plan])
 
 

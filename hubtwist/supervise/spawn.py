@@ -78,6 +78,10 @@ def app_environment(
             env.pop("LD_LIBRARY_PATH", None)
         else:
             env["LD_LIBRARY_PATH"] = original
+        # The bootloader's _PYI_* variables tell a PyInstaller program that it is a child of
+        # this bundle (it would reuse our unpacked files): an app must start on its own.
+        for name in [name for name in env if name.startswith("_PYI_")]:
+            del env[name]
     if run_as is not None:
         env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name, SHELL=run_as.shell)
     env.update(extra)

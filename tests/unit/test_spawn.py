@@ -36,6 +36,10 @@ def test_environment_restores_the_frozen_library_path_and_sets_the_account():
                    "USER": "alice", "LOGNAME": "alice", "SHELL": "/bin/bash", "APP": "1"}
     env = spawn.app_environment({"LD_LIBRARY_PATH": "/tmp/_MEI123"}, {}, None, frozen=True)
     assert "LD_LIBRARY_PATH" not in env
+    bundle = {"_PYI_APPLICATION_HOME_DIR": "/tmp/_MEI123", "_PYI_PARENT_PROCESS_LEVEL": "1",
+              "PYINSTALLER_RESET_ENVIRONMENT": "1", "PATH": "/bin"}
+    assert spawn.app_environment(bundle, {}, None, frozen=True) == {
+        "PYINSTALLER_RESET_ENVIRONMENT": "1", "PATH": "/bin"}
     assert spawn.app_environment({"LD_LIBRARY_PATH": "/x"}, {}, None, frozen=False) == {"LD_LIBRARY_PATH": "/x"}
 
 
