@@ -66,3 +66,48 @@ def descendants(pid: int) -> set[int]:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
         found |= frontier
     return found
+
+
+# -- blocking helpers, for tests that drive hubtwist as a separate process -----------------
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, message: str):
+    """Block until C{condition()} is truthy (returns it); fail after C{timeout} seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def http_get(url: str, timeout: float = 30) -> tuple[int, bytes]:
+    """(status, body) of a GET, also for error statuses."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def try_get(url: str, timeout: float = 5):
+    """Like L{http_get}, or None while nothing answers."""
+    try:
+        return http_get(url, timeout)
+    except OSError:
+        return None

@@ -287,6 +287,24 @@ def _ignore(*_args) -> None:
 _REWRITTEN = frozenset({b"location", b"content-location", b"set-cookie"})
 
 
+def rewrite_response_header(request, route: Route, name: bytes, value: bytes) -> bytes:
+    """An app's C{Set-Cookie} path or C{Location}/C{Content-Location} URL, mapped under
+    the route's public prefix (HTTP responses and WebSocket handshakes alike)."""
+    config = route.config
+    if name == b"set-cookie":
+        return value if config.absolute_url else rewrite_cookie_path(value, route.prefix)
+    address = route.keeper.address
+    netlocs = frozenset()
+    if address is not None and address.kind == "tcp":
+        netlocs = frozenset({f"127.0.0.1:{address.port}", f"localhost:{address.port}"})
+    host = (request.getHeader(b"host") or b"localhost").decode("latin-1")
+    origin = ("https://" if request.isSecure() else "http://") + host
+    return rewrite_location(
+        value.decode("latin-1"), prefix=route.prefix.decode("latin-1"),
+        absolute_url=config.absolute_url, public_origin=origin, backend_netlocs=netlocs,
+    ).encode("latin-1")
+
+
 def is_upgrade(request) -> bool:
     """A WebSocket handshake (GET with C{Upgrade: websocket})."""
     upgrade = request.requestHeaders.getRawHeaders(b"upgrade")
@@ -353,17 +371,4 @@ class Forwarder:
         return pairs
 
     def rewrite_header(self, request, route: Route, name: bytes, value: bytes) -> bytes:
-        config = route.config
-        if name == b"set-cookie":
-            return value if config.absolute_url else rewrite_cookie_path(value, route.prefix)
-        keeper_address = route.keeper.address
-        netlocs = frozenset()
-        if keeper_address is not None and keeper_address.kind == "tcp":
-            port = keeper_address.port
-            netlocs = frozenset({f"127.0.0.1:{port}", f"localhost:{port}"})
-        host = (request.getHeader(b"host") or b"localhost").decode("latin-1")
-        origin = ("https://" if request.isSecure() else "http://") + host
-        return rewrite_location(
-            value.decode("latin-1"), prefix=route.prefix.decode("latin-1"),
-            absolute_url=config.absolute_url, public_origin=origin, backend_netlocs=netlocs,
-        ).encode("latin-1")
+        return rewrite_response_header(request, route, name, value)

@@ -43,7 +43,7 @@ from twisted.logger import Logger
 
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.rawsocket import SocketPump, TransportEnd, pumpable
-from hubtwist.proxy.rewrite import rewrite_cookie_path, rewrite_location
+from hubtwist.proxy.forward import rewrite_response_header
 from hubtwist.proxy.ws_frames import (
     CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
     FrameDecoder, FrameSplicer, accept_key, close_frame, close_payload, encode_frame,
@@ -174,23 +174,6 @@ def _bad_handshake(request) -> str:
     if b"upgrade" not in b",".join(request.requestHeaders.getRawHeaders(b"connection", [])).lower():
         return "The WebSocket handshake lacks 'Connection: Upgrade'."
     return ""
-
-
-def _rewrite_header(request, route, name: bytes, value: bytes) -> bytes:
-    """Set-Cookie paths and Location URLs mapped under the route's prefix (as for HTTP)."""
-    config = route.config
-    if name == b"set-cookie":
-        return value if config.absolute_url else rewrite_cookie_path(value, route.prefix)
-    address = route.keeper.address
-    netlocs = frozenset()
-    if address is not None and address.kind == "tcp":
-        netlocs = frozenset({f"127.0.0.1:{address.port}", f"localhost:{address.port}"})
-    host = (request.getHeader(b"host") or b"localhost").decode("latin-1")
-    origin = ("https://" if request.isSecure() else "http://") + host
-    return rewrite_location(
-        value.decode("latin-1"), prefix=route.prefix.decode("latin-1"),
-        absolute_url=config.absolute_url, public_origin=origin, backend_netlocs=netlocs,
-    ).encode("latin-1")
 
 
 class _Session:
@@ -501,7 +484,7 @@ class SpliceSession(_Session):
         for name, value in end_to_end(head):
             lower = name.lower()
             if lower in (b"set-cookie", b"location", b"content-location"):
-                value = _rewrite_header(self.request, self.route, lower, value)
+                value = rewrite_response_header(self.request, self.route, lower, value)
             headers.append((name, value))
         self.accept(switching_protocols(headers), rest)
 
@@ -597,7 +580,7 @@ class SpliceSession(_Session):
         for name, value in end_to_end(head):
             lower = name.lower()
             if lower in (b"set-cookie", b"location", b"content-location"):
-                value = _rewrite_header(request, self.route, lower, value)
+                value = rewrite_response_header(request, self.route, lower, value)
             out.addRawHeader(name, value)
         if self.refusal.length is not None:
             out.setRawHeaders(b"content-length", [b"%d" % self.refusal.length])

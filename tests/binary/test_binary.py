@@ -17,13 +17,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from tests.binary.locate import ROOT, skip_module_without_binary
-from tests.helpers import HTTPAPP, alive, descendants
+from tests.helpers import HTTPAPP, alive, descendants, free_port, try_get, wait_for
 
 skip_module_without_binary()
 
@@ -35,32 +33,6 @@ SPAWN_OVERHEAD_LIMIT = 0.1  # seconds from "-> starting" to the app's first inst
 def run(binary, *args, timeout=60, **kwargs):
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout,
                           **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-
-
-def try_get(url: str):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-    except OSError:
-        return None
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

@@ -6,42 +6,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
-from tests.helpers import HTTPAPP, alive, descendants
+from tests.helpers import HTTPAPP, alive, descendants, free_port, try_get, wait_for
 
 HUBTWIST = [sys.executable, "-m", "hubtwist"]
 
 
 def run(*args, timeout=30, **kwargs):
     return subprocess.run([*HUBTWIST, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-
-
-def get(url: str, timeout: float = 30) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
 
 
 @pytest.fixture
@@ -118,7 +92,7 @@ def test_single_app_mode_serves_and_sigterm_stops_everything(hubtwist_process, t
     process = hubtwist_process(
         "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-auth", "--autostart", "--",
         *HTTPAPP, "--port", "{port}", "--grandchild", str(grandchild_file))
-    status, body = wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
+    status, body = wait_for(lambda: try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
     app_pid = int(body)
     grandchild = int(wait_for(lambda: grandchild_file.exists() and grandchild_file.read_text(), 10,
                               "the grandchild"))
@@ -137,7 +111,7 @@ def test_sigkill_of_hubtwist_leaves_no_process_behind(hubtwist_process, tmp_path
     process = hubtwist_process(
         "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-auth", "--autostart", "--",
         *HTTPAPP, "--port", "{port}", "--grandchild", str(grandchild_file), "--ignore-term")
-    wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
+    wait_for(lambda: try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
     wait_for(grandchild_file.exists, 10, "the grandchild")
     tree = descendants(process.pid)
     tree.add(int(grandchild_file.read_text()))  # already in its own session, but still ours
@@ -146,27 +120,3 @@ def test_sigkill_of_hubtwist_leaves_no_process_behind(hubtwist_process, tmp_path
     process.wait(timeout=10)
     wait_for(lambda: not any(alive(pid) for pid in tree), 10,
              f"every process of the tree to be gone: {[p for p in tree if alive(p)]}")
-
-
-def _try_get(url: str):
-    try:
-        return get(url, timeout=2)
-    except OSError:
-        return None
-
-
-def test_json_log_lines_carry_the_server_name(hubtwist_process):
-    import json
-
-    port = free_port()
-    process = hubtwist_process("--listen", f"tcp:{port}:interface=127.0.0.1", "--no-auth",
-                               "--log-format", "json",
-                               "--autostart", "--", *HTTPAPP, "--port", "{port}", "--print", "hi")
-    wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/"), 30, "the app")
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=20) == 0
-    records = [json.loads(line) for line in process.stdout.read().splitlines() if line.strip()]
-    assert {"time", "level", "namespace", "message"} <= set(records[0])
-    app_lines = [r for r in records if r.get("server") == "app"]
-    assert any(r["message"] == "[app] hi" and r["stream"] == "stdout" for r in app_lines)
-    assert any("stopped -> starting" in r["message"] for r in app_lines)

@@ -9,7 +9,7 @@ import sys
 import urllib.request
 
 from tests.helpers import HTTPAPP
-from tests.integration.test_cli import free_port, wait_for
+from tests.helpers import free_port, wait_for
 
 HUBTWIST = [sys.executable, "-m", "hubtwist"]
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "HUBTWIST_"))}

@@ -425,11 +425,30 @@ async def test_app_that_does_not_become_ready_in_time_is_503_still_starting(hubt
 
 @pytest_twisted.ensureDeferred
 async def test_app_answering_before_reading_the_upload(hubtwist):
+    from twisted.internet.defer import Deferred
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
     ht = await hubtwist(servers={"app": {"command": APP}})
-    client = hubtwist.client()
-    # /status/N answers without reading the body; a 4 MB upload must not hang anything.
-    response = await within(client.post(f"{ht.url}/app/status/403", data=b"x" * 4_000_000), 20)
-    assert response.code == 403
-    await within(response.content(), 10)
-    response = await within(client.get(f"{ht.url}/app/pid"), 10)
+    await within(ht.keepers["app"].ensure_running(), 30)
+    answered = Deferred()
+
+    class Uploader(Protocol):
+        received = b""
+
+        def connectionMade(self):
+            # /status/N answers without reading the body.
+            self.transport.write(b"POST /app/status/403 HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Length: 4000000\r\n\r\n" + b"x" * 4_000_000)
+
+        def dataReceived(self, data):
+            self.received += data
+            if b"\r\n\r\nstatus" in self.received and not answered.called:
+                answered.callback(self.received)
+
+    client = await connectProtocol(
+        TCP4ClientEndpoint(reactor(), "127.0.0.1", ht.ports[0].getHost().port), Uploader())
+    response = await within(answered, 20)
+    assert response.startswith(b"HTTP/1.1 403 ")
+    client.transport.abortConnection()
+    response = await within(treq.get(f"{ht.url}/app/pid"), 10)
     assert response.code == 200

@@ -14,8 +14,7 @@ import sys
 
 import pytest
 
-from tests.helpers import HTTPAPP
-from tests.integration.test_cli import free_port, wait_for, _try_get
+from tests.helpers import HTTPAPP, free_port, try_get, wait_for
 
 GIB = 1 << 30
 CHUNK = 1 << 20
@@ -40,7 +39,7 @@ def hubtwist_with_socket_app(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "hubtwist", "--no-auth", "--config", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/sock/"), 30, "hubtwist and the app")
+        wait_for(lambda: try_get(f"http://127.0.0.1:{port}/sock/"), 30, "hubtwist and the app")
         yield process, port
     finally:
         process.terminate()
