@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -36,10 +36,6 @@ _TRAILERS = -1
 
 class UpstreamError(Exception):
     """The app closed the connection or sent something that is not an HTTP/1.x response."""
-
-
-class BodyDone(Exception):
-    """The response body ended as framed (the normal end)."""
 
 
 class UpstreamResponse:
@@ -467,4 +463,4 @@ def _no_delay(protocol):
     return protocol
 
 
-__all__ = ["BodyDone", "CancelledError", "UpstreamError", "UpstreamPool", "UpstreamResponse"]
+__all__ = ["UpstreamError", "UpstreamPool", "UpstreamResponse"]
