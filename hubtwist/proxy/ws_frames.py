@@ -111,6 +111,32 @@ def _discard(data: bytes) -> None:
     pass
 
 
+
+def parse_frame_head(data: bytes, position: int, size: int) -> tuple[int, int] | None:
+    """
+    The frame header starting at C{data[position]}: (header length including the masking
+    key, payload length), or None while fewer than a whole header's bytes are there.
+    """
+    available = size - position
+    if available < 2:
+        return None
+    second = data[position + 1]
+    length = second & 0x7F
+    head = 2
+    if length == 126:
+        if available < 4:
+            return None
+        length = (data[position + 2] << 8) | data[position + 3]
+        head = 4
+    elif length == 127:
+        if available < 10:
+            return None
+        length = int.from_bytes(data[position + 2:position + 10], "big")
+        head = 10
+    if second & 0x80:
+        head += 4
+    return (head, length) if available >= head else None
+
 class FrameSplicer:
     """
     Pass one direction's frames through unchanged while reading their headers.
@@ -221,28 +247,12 @@ class FrameSplicer:
                     self.write(data[start:position])
                 start = position
                 self._flush_pending()
-            available = size - position
-            if available < 2:
+            parsed = parse_frame_head(data, position, size)
+            if parsed is None:
                 break
+            head, length = parsed
             first = data[position]
             second = data[position + 1]
-            length = second & 0x7F
-            if length < 126:
-                head = 2
-            elif length == 126:
-                if available < 4:
-                    break
-                length = (data[position + 2] << 8) | data[position + 3]
-                head = 4
-            else:
-                if available < 10:
-                    break
-                length = int.from_bytes(data[position + 2:position + 10], "big")
-                head = 10
-            if second & 0x80:
-                head += 4
-            if available < head:
-                break
             opcode = first & 0x0F
             end = position + head + length
             if opcode & 0x8:
@@ -372,29 +382,12 @@ class FrameDecoder:
                 position += take
                 self.on_data(chunk)
                 continue
-            available = size - position
-            if available < 2:
+            parsed = parse_frame_head(data, position, size)
+            if parsed is None:
                 break
+            head, length = parsed
             first = data[position]
-            second = data[position + 1]
-            length = second & 0x7F
-            head = 2
-            if length == 126:
-                if available < 4:
-                    break
-                length = (data[position + 2] << 8) | data[position + 3]
-                head = 4
-            elif length == 127:
-                if available < 10:
-                    break
-                length = int.from_bytes(data[position + 2:position + 10], "big")
-                head = 10
-            mask = None
-            if second & 0x80:
-                if available < head + 4:
-                    break
-                mask = data[position + head:position + head + 4]
-                head += 4
+            mask = data[position + head - 4:position + head] if data[position + 1] & 0x80 else None
             opcode = first & 0x0F
             if opcode & 0x8:
                 if length > 125:  # no valid control frame is that long
