@@ -190,12 +190,11 @@ class _Exchange:
             return
         if route.counts_as_activity(self.target):
             route.keeper.touch()
-        rewrite = self.forwarder.rewrite_header
         headers = response.headers
         for index, (name, value) in enumerate(headers):
             lower = name.lower()
             if lower in _REWRITTEN:
-                headers[index] = (name, rewrite(request, route, lower, value))
+                headers[index] = (name, rewrite_response_header(request, route, lower, value))
         if route.rewriters:
             self._buffer_and_rewrite(response, headers)
             return
@@ -370,5 +369,3 @@ class Forwarder:
                       for name, value in override.items()]
         return pairs
 
-    def rewrite_header(self, request, route: Route, name: bytes, value: bytes) -> bytes:
-        return rewrite_response_header(request, route, name, value)
