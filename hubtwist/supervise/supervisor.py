@@ -63,6 +63,7 @@ class _Run:
         self.protocol = protocol
         self.started_at = started_at
         self.group_gone: Deferred = Deferred()
+        self.exited = False  # the leader's exit has been reaped (processExited)
         self.terminating = False
         self.check_call = None
 
@@ -258,6 +259,7 @@ class Supervisor:
         run = self._run
         if run is None or protocol is not run.protocol:
             return
+        run.exited = True
         self._run = None
         self._dying.add(run)
         how = f"killed by signal {signal.Signals(signum).name}" if signum else f"exited with status {code}"
@@ -318,7 +320,10 @@ class Supervisor:
 
     def _check_group(self, run: _Run, deadline: float, killed: bool, delay: float) -> None:
         run.check_call = None
-        if not live_members(run.pid):
+        # An exited leader is a zombie until Twisted reaps it, and zombies are not live
+        # members: wait for the reaping too, so the exit is handled before the group counts
+        # as gone (and a stopped server cannot see its own exit afterwards).
+        if run.exited and not live_members(run.pid):
             self._group_ended(run)
             return
         now = self._reactor.seconds()

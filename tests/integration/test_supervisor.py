@@ -51,6 +51,8 @@ async def test_lazy_start_ready_and_stop(make_supervisor):
     await within(supervisor.stop(), 30)
     assert supervisor.state is State.STOPPED
     assert not alive(pid)
+    # stop() fires only after the app's exit was seen (not merely after it became a zombie).
+    assert notes(supervisor, "killed by signal SIGTERM (stopped)")
 
 
 @pytest_twisted.ensureDeferred
