@@ -42,6 +42,7 @@ fast paths are no longer taken.
 from __future__ import annotations
 
 import select
+import socket
 from typing import Callable
 
 from twisted.internet import tcp
@@ -107,6 +108,11 @@ def pumpable(transport) -> bool:
 
 # -- Twisted transports --------------------------------------------------------------------
 
+# How long a closed bridge end keeps reading (and dropping) after its FIN, waiting for the
+# peer to close: long enough for a client to finish sending a message we refused.
+LINGER_SECONDS = 2.0
+
+
 @implementer(IPushProducer)
 class _Valve:
     """
@@ -150,7 +156,13 @@ class TransportEnd:
         self.transport.unregisterProducer()
 
     def lose(self) -> None:
-        self.transport.loseConnection()
+        transport = self.transport
+        if isinstance(transport, tcp.Connection):
+            # Half-close, then let the peer finish: see LINGER_SECONDS.
+            transport.loseWriteConnection()
+            transport.reactor.callLater(LINGER_SECONDS, _abort_if_open, transport)
+        else:
+            transport.loseConnection()
 
     def abort(self) -> None:
         self.transport.abortConnection()
@@ -162,6 +174,11 @@ class TransportEnd:
         if not _has_buffers(transport):
             return 0
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def _abort_if_open(transport) -> None:
+    if transport.connected:
+        transport.abortConnection()
 
 
 # -- the pump ------------------------------------------------------------------------------
@@ -246,6 +263,7 @@ class PumpEnd:
         self.pending: list[bytes] = []
         self.reading = False
         self.closing = False  # lose(): close once everything is sent
+        self.draining = False  # after our FIN: reading and dropping until the peer closes
         self.closed = False
         self.mask = 0
         self.close_call = None
@@ -313,7 +331,7 @@ class PumpEnd:
                 return
             self.pending = []
         if self.closing:
-            self._close(ConnectionDone())
+            self._linger()
             return
         self._update()
         peer = self.peer
@@ -334,7 +352,8 @@ class PumpEnd:
         if not data:
             self._lost(ConnectionDone())
             return
-        self.on_data(data)
+        if not self.draining:
+            self.on_data(data)
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -347,7 +366,27 @@ class PumpEnd:
         if self.pending:
             self._update()
         else:
-            self.close_call = self.pump.reactor.callLater(0, self._close, ConnectionDone())
+            self.close_call = self.pump.reactor.callLater(0, self._linger)
+
+    def _linger(self) -> None:
+        """
+        Everything is sent: send our FIN, then read and drop what the peer still sends until
+        it closes too (or L{LINGER_SECONDS} pass). Closing a socket with unread data makes the
+        kernel send a reset, which can destroy what we sent last (a close frame) before the
+        peer reads it.
+        """
+        if self.closed or self.draining:
+            return
+        self.close_call = None
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(ConnectionDone())
+            return
+        self.draining = True
+        self.reading = True
+        self.close_call = self.pump.reactor.callLater(LINGER_SECONDS, self._close, ConnectionDone())
+        self._update()
 
     def abort(self) -> None:
         """Close now (a reset), dropping what is queued."""
