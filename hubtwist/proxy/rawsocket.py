@@ -108,9 +108,14 @@ def pumpable(transport) -> bool:
 
 # -- Twisted transports --------------------------------------------------------------------
 
-# How long a closed bridge end keeps reading (and dropping) after its FIN, waiting for the
-# peer to close: long enough for a client to finish sending a message we refused.
+# Closing an end: from the moment the bridge decides to close it, what its peer still sends
+# is read and dropped (a peer blocked sending a message we refused must get to read our close
+# frame: websockets' sync client, for one, cannot read while a send is blocked). Closing a
+# socket with unread data makes the kernel send a reset, which can destroy what we sent last.
+# After our FIN, the peer has LINGER_SECONDS to close too; what is queued for a peer that
+# does not read is given CLOSING_TIMEOUT_SECONDS before the connection is dropped.
 LINGER_SECONDS = 2.0
+CLOSING_TIMEOUT_SECONDS = 30.0
 
 
 @implementer(IPushProducer)
@@ -156,11 +161,17 @@ class TransportEnd:
         self.transport.unregisterProducer()
 
     def lose(self) -> None:
+        """
+        Half-close once what is buffered is sent, reading (the session drops it) meanwhile;
+        see L{LINGER_SECONDS}. Twisted does not say when its FIN went out, so the deadline
+        counts from now: L{CLOSING_TIMEOUT_SECONDS} while something is still buffered.
+        """
         transport = self.transport
         if isinstance(transport, tcp.Connection):
-            # Half-close, then let the peer finish: see LINGER_SECONDS.
+            deadline = CLOSING_TIMEOUT_SECONDS if self.buffered else LINGER_SECONDS
             transport.loseWriteConnection()
-            transport.reactor.callLater(LINGER_SECONDS, _abort_if_open, transport)
+            transport.resumeProducing()  # the other end's buffer may have paused it
+            transport.reactor.callLater(deadline, _abort_if_open, transport)
         else:
             transport.loseConnection()
 
@@ -262,8 +273,8 @@ class PumpEnd:
         self.peer: PumpEnd | None = None
         self.pending: list[bytes] = []
         self.reading = False
-        self.closing = False  # lose(): close once everything is sent
-        self.draining = False  # after our FIN: reading and dropping until the peer closes
+        self.closing = False  # lose(): reading and dropping, FIN once everything is sent
+        self.fin_sent = False
         self.closed = False
         self.mask = 0
         self.close_call = None
@@ -272,7 +283,7 @@ class PumpEnd:
     def start(self, on_data: Callable[[bytes], None]) -> None:
         """Deliver what arrives to C{on_data} from now on."""
         self.on_data = on_data
-        self.reading = not self.closing
+        self.reading = True
         self._update()
 
     def couple(self, other: "PumpEnd") -> None:
@@ -311,7 +322,7 @@ class PumpEnd:
         self.pending.append(data[sent:] if sent else data)
         self._update()
         peer = self.peer
-        if peer is not None and peer.reading:
+        if peer is not None and peer.reading and not peer.closing:
             peer.reading = False
             peer._update()
 
@@ -331,7 +342,7 @@ class PumpEnd:
                 return
             self.pending = []
         if self.closing:
-            self._linger()
+            self._send_fin()
             return
         self._update()
         peer = self.peer
@@ -352,39 +363,39 @@ class PumpEnd:
         if not data:
             self._lost(ConnectionDone())
             return
-        if not self.draining:
+        if not self.closing:
             self.on_data(data)
 
     # -- closing ---------------------------------------------------------------------------
 
     def lose(self) -> None:
-        """Close (with a FIN) once everything queued is sent; stop reading now."""
+        """
+        Close with a FIN once everything queued is sent, reading and dropping what the peer
+        still sends meanwhile and after (see L{LINGER_SECONDS}).
+        """
         if self.closed or self.closing:
             return
         self.closing = True
-        self.reading = False
+        self.reading = True
+        reactor = self.pump.reactor
+        self.close_call = reactor.callLater(CLOSING_TIMEOUT_SECONDS, self._close, ConnectionDone())
         if self.pending:
             self._update()
         else:
-            self.close_call = self.pump.reactor.callLater(0, self._linger)
+            reactor.callLater(0, self._send_fin)  # not from inside the caller's callback
 
-    def _linger(self) -> None:
-        """
-        Everything is sent: send our FIN, then read and drop what the peer still sends until
-        it closes too (or L{LINGER_SECONDS} pass). Closing a socket with unread data makes the
-        kernel send a reset, which can destroy what we sent last (a close frame) before the
-        peer reads it.
-        """
-        if self.closed or self.draining:
+    def _send_fin(self) -> None:
+        """Everything is sent: our FIN, then L{LINGER_SECONDS} for the peer to close too."""
+        if self.closed or self.fin_sent:
             return
-        self.close_call = None
+        self.fin_sent = True
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._close(ConnectionDone())
             return
-        self.draining = True
-        self.reading = True
+        if self.close_call is not None and self.close_call.active():
+            self.close_call.cancel()
         self.close_call = self.pump.reactor.callLater(LINGER_SECONDS, self._close, ConnectionDone())
         self._update()
 
@@ -439,8 +450,7 @@ class PumpEnd:
     def _update(self) -> None:
         if self.closed:
             return
-        mask = (_IN if self.reading else 0) | (_OUT if self.pending or self.closing and
-                                               self.close_call is None else 0)
+        mask = (_IN if self.reading else 0) | (_OUT if self.pending else 0)
         if mask == self.mask:
             return
         epoll = self.pump.epoll

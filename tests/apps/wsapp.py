@@ -16,6 +16,7 @@ A plain HTTP GET gets 200 "ok" (readiness checks). WebSocket paths:
   /die             on the first message, SIGKILL this process (an abrupt death)
   /flood?size=N&count=K    send K binary messages of N bytes as fast as the peer takes them
   /send?size=N     send one binary message of N bytes, then echo
+  /stall?seconds=S stop reading for S seconds, then drop the connection (no close frame)
   /flood-status    one JSON message: {"sent": messages the last /flood has sent so far}
   /last-close      one JSON message: the close code and reason the last closed
                    connection received from its client
@@ -101,6 +102,11 @@ async def handler(ws) -> None:
                 await ws.send(payload)
                 FLOODED["sent"] += 1
             await ws.close()
+            return
+        elif path == "/stall":
+            ws.transport.pause_reading()
+            await asyncio.sleep(float(query["seconds"]))
+            ws.transport.abort()
             return
         elif path == "/send":
             await ws.send(os.urandom(int(query["size"])))

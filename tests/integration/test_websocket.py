@@ -673,6 +673,38 @@ async def test_message_over_the_size_limit_closes_with_1009(hubtwist, pump):
     assert rcvd is not None and rcvd.code == 1009
 
 
+@pytest.mark.parametrize("pump", [True, False], ids=["pump", "transports"])
+@pytest_twisted.ensureDeferred
+async def test_a_client_blocked_sending_still_gets_the_close_when_the_app_leaves(hubtwist, pump):
+    # The app stops reading, so hubtwist stops reading the client (backpressure) and the
+    # client blocks sending; then the app drops the connection. hubtwist must read (and
+    # drop) the rest of the message, then close cleanly: a client that cannot read while a
+    # send is blocked (websockets' sync client) would otherwise get a reset, not the close.
+    ht = await hubtwist(pump=pump, servers={"ws": {"command": APP}})
+    await running(ht)
+
+    def client() -> bytes:
+        with socket.create_connection(("127.0.0.1", ht.port), timeout=20) as sock:
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall((f"GET /ws/stall?seconds=0.5 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                          f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n")
+                         .encode())
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += sock.recv(4096) or pytest.fail(f"no handshake: {received!r}")
+            assert received.startswith(b"HTTP/1.1 101 ")
+            size = 48 * MiB  # more than every buffer on the way holds
+            sock.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, size) + bytes(4)
+                         + os.urandom(size))  # (all-zero mask: the payload as is)
+            while chunk := sock.recv(65536):  # a reset raises here instead of ending
+                received += chunk
+            return received.split(b"\r\n\r\n", 1)[1]
+
+    frames = await in_thread(client)
+    assert frames[0] == 0x88 and struct.unpack("!H", frames[2:4])[0] == 1011, frames
+
+
 @pytest_twisted.ensureDeferred
 async def test_keepalive_pings_and_a_silent_client_is_dropped(hubtwist):
     ht = await hubtwist(servers={"ws": {"command": APP, "websocket_ping_interval": 0.2}})
