@@ -39,8 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_const", const="debug", dest="log_level",
                         help="same as --log-level debug")
     parser.add_argument("--user", metavar="NAME|UID[:GID]",
-                        help="started as root: create the account's home if missing, then "
-                             "drop root for good before listening and starting apps")
+                        help="started as root: create the account's home (and missing app "
+                             "working directories under it), then drop root for good before "
+                             "listening and starting apps. In a container, a root hubtwist "
+                             "without --user becomes $NB_UID[:$NB_GID], else uid 1000:100 if "
+                             "that user exists")
+    parser.add_argument("--allow-root", action="store_true",
+                        help="let apps run as root (also $HUBTWIST_ALLOW_ROOT=1); without it, "
+                             "a root hubtwist refuses to start apps that have no other `user`")
     auth = parser.add_argument_group("authentication and JupyterHub")
     auth.add_argument("--mode", choices=("auto", "hub", "standalone"),
                       help="auto (default): Hub mode when JUPYTERHUB_API_URL and "
@@ -167,9 +173,41 @@ def check_config(argv: Sequence[str]) -> None:
 
 
 def demo_config(argv: Sequence[str]) -> list[str]:
-    """C{hubtwist demo [OPTIONS]} is C{hubtwist [OPTIONS] -- <this python> -m hubtwist.demo}."""
-    return [*argv, "--name", "demo", "--", sys.executable, "-m", "hubtwist.demo",
-            "--port", "{port}", "--base-url", "{base_url}"]
+    """C{hubtwist demo [OPTIONS]} is C{hubtwist [OPTIONS] -- <this python> -m hubtwist.demo}
+    (hubtwist's own page, allowed to run as root)."""
+    return [*argv, "--allow-root", "--name", "demo", "--", sys.executable, "-m",
+            "hubtwist.demo", "--port", "{port}", "--base-url", "{base_url}"]
+
+
+def _allow_root(args: argparse.Namespace, environ) -> bool:
+    return args.allow_root or environ.get("HUBTWIST_ALLOW_ROOT", "").lower() in ("1", "true",
+                                                                              "yes")
+
+
+def choose_user(args: argparse.Namespace, environ, euid: int, in_container) -> str | None:
+    """The account to become: C{--user}; else, for a root hubtwist in a container that was
+    not told C{--allow-root}, the image's notebook user (see L{container_default_user})."""
+    from hubtwist.privileges import container_default_user
+
+    if args.user or euid != 0 or _allow_root(args, environ) or not in_container(environ):
+        return args.user
+    return container_default_user(environ)
+
+
+def refuse_root_apps(args: argparse.Namespace, config, environ, euid: int) -> str | None:
+    """Why hubtwist must not start (its apps would run as root), or C{None}."""
+    from hubtwist.privileges import servers_running_as_root
+
+    if _allow_root(args, environ):
+        return None
+    names = servers_running_as_root(config, euid)
+    if not names:
+        return None
+    listed = ", ".join(repr(name) for name in names)
+    return (f"refusing to run apps as root: hubtwist runs as root and {listed} would run as "
+            f"root too. Give --user NAME to run hubtwist and its apps as NAME, set "
+            f"servers.{names[0]}.user, or pass --allow-root (or HUBTWIST_ALLOW_ROOT=1) if the "
+            "apps really must run as root")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -180,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         guardian_main()
     if argv[:1] == ["check-config"]:
         check_config(argv[1:])
-    if argv[:1] == ["demo"]:
+    demo = argv[:1] == ["demo"]
+    if demo:
         argv = demo_config(argv[1:])
     options, command = _split_command(argv)
     args = _parser().parse_args(options)
@@ -193,14 +232,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as error:
         _fail(str(error))
 
+    from hubtwist.privileges import in_container
+
     dropped = None
-    if args.user:
+    user = choose_user(args, os.environ, os.geteuid(), in_container)
+    if user:
         from hubtwist.privileges import drop_privileges
 
+        workspaces = [server.cwd for server in config.servers.values() if server.cwd]
         try:
-            dropped = drop_privileges(args.user)
+            dropped = drop_privileges(user, workspaces)
         except (KeyError, PermissionError, OSError) as error:
             _fail(error.args[0] if isinstance(error, KeyError) else str(error))
+    refusal = refuse_root_apps(args, config, os.environ, os.geteuid())
+    if refusal:
+        _fail(refusal)
 
     from twisted.internet import task
 
@@ -212,9 +258,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         account, created = dropped
         Logger(namespace="hubtwist").info(
-            "Running as {name} (uid {uid}, gid {gid}){home}", name=account.name,
+            "Running as {name} (uid {uid}, gid {gid}){why}{created}", name=account.name,
             uid=account.uid, gid=account.gid,
-            home=f"; created {account.home}" if created else "")
+            why="" if args.user else " (a container's default user: --user or --allow-root "
+                                     "to choose otherwise)",
+            created=f"; created {', '.join(created)}" if created else "")
+    if _allow_root(args, os.environ) and not demo:
+        from hubtwist.privileges import servers_running_as_root
+
+        root_apps = servers_running_as_root(config, os.geteuid())
+        if root_apps:
+            from twisted.logger import Logger
+
+            Logger(namespace="hubtwist").warn(
+                "Apps run as root (--allow-root): {names}", names=", ".join(root_apps))
     task.react(_react_main, [config, plan])
 
 

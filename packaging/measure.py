@@ -77,7 +77,7 @@ def exec_to_listening(target: str, runs: int = 15) -> list[float]:
         port = free_port()
         started = time.perf_counter()
         process = subprocess.Popen([*command_of(target), "--listen", f"tcp:{port}:interface=127.0.0.1",
-                                    "--no-auth", "--", *HTTPAPP, "--port", "{port}"],
+                                    "--no-auth", "--allow-root", "--", *HTTPAPP, "--port", "{port}"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = started + 20
         while time.perf_counter() < deadline:
@@ -104,7 +104,7 @@ def idle_and_spawns(target: str, restarts: int = 10) -> dict:
                     'restart = "always"\nbackoff_initial = 0.05\nbackoff_max = 0.05\n')
         log_path = os.path.join(scratch, "log")
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([*command_of(target), "--config", config, "--no-auth"],
+            process = subprocess.Popen([*command_of(target), "--config", config, "--no-auth", "--allow-root"],
                                        stdout=log, stderr=subprocess.STDOUT, cwd=scratch)
         try:
             def app_pid():

@@ -244,7 +244,9 @@ def start_hubtwist(backend_port: int) -> Running:
     argv, extra_env = hubtwist_command()
     port = free_port()
     config = write_hubtwist_config(backend_port)
-    proc = Proc("hubtwist", [*argv, "--no-auth", "--config", str(config),
+    # --allow-root: stay the bench's user (as root in a container hubtwist would otherwise
+    # become the image's uid 1000; the peers do not switch users either)
+    proc = Proc("hubtwist", [*argv, "--no-auth", "--allow-root", "--config", str(config),
                              "--listen", f"tcp:{port}:interface={LOOPBACK}"],
                 env=child_env(**extra_env), cwd=REPO_DIR)
     proc.wait_for_port(port, START_TIMEOUT)

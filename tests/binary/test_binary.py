@@ -8,6 +8,7 @@ the module is skipped, except in CI (CI=true), where a missing binary is a failu
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -308,8 +309,10 @@ def _status_ids(pid: int) -> tuple[int, int]:
     return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="--user needs root (CI runs as root)")
-def test_user_prepares_the_home_and_drops_root_for_itself_and_its_apps(start, binary):
+@contextlib.contextmanager
+def throwaway_user():
+    """A new account (its home not created yet) under a fresh world-readable directory:
+    C{(name, uid, gid, home, base)}; removed afterwards."""
     import shutil
     import tempfile
 
@@ -320,13 +323,26 @@ def test_user_prepares_the_home_and_drops_root_for_itself_and_its_apps(start, bi
     subprocess.run(["useradd", "--no-create-home", "--home-dir", home, "--shell", "/bin/sh",
                     "--user-group", name], check=True, capture_output=True, timeout=30)
     try:
-        uid, gid = pwd_ids(name)
+        yield (name, *pwd_ids(name), home, base)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _system_python() -> str:
+    """A Python another user may run (the test's own may live under /root)."""
+    import shutil
+
+    return shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--user needs root (CI runs as root)")
+def test_user_prepares_the_home_and_drops_root_for_itself_and_its_apps(start, binary):
+    with throwaway_user() as (name, uid, gid, home, base):
         port = free_port()
-        # a Python the new user may run (the test's own may live under /root)
-        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
         hub = start("--user", name, "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-auth",
-                    "--autostart", "--", python, str(APPS / "httpapp.py"), "--port", "{port}",
-                    cwd=base)
+                    "--autostart", "--", _system_python(), str(APPS / "httpapp.py"),
+                    "--port", "{port}", cwd=base)
         answer = wait_for(lambda: try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
         assert answer[0] == 200, (answer, hub.output())
         app_pid = int(answer[1])
@@ -345,9 +361,32 @@ def test_user_prepares_the_home_and_drops_root_for_itself_and_its_apps(start, bi
         hub.process.wait(timeout=10)
         wait_for(lambda: tree_gone(tree), 20,
                  f"no process left: {[p for p in tree if alive(p)]}")
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, timeout=30)
-        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root only (CI runs as root)")
+def test_root_in_a_container_becomes_the_notebook_user_and_prepares_its_workspace(start,
+                                                                                  binary):
+    with throwaway_user() as (name, uid, gid, home, base):
+        port = free_port()
+        work = os.path.join(home, "work")
+        config = os.path.join(base, "apps.toml")
+        command = [_system_python(), str(APPS / "httpapp.py"), "--port", "{port}"]
+        with open(config, "w") as file:
+            file.write(f"[servers.app]\ncommand = {json.dumps(command)}\n"
+                       f"cwd = {json.dumps(work)}\nautostart = true\n")
+        # no --user, no --allow-root: a container (systemd's $container) with docker-stacks'
+        # NB_UID/NB_GID decides
+        env = {key: value for key, value in os.environ.items() if key != "HUBTWIST_ALLOW_ROOT"}
+        env.update(container="docker", NB_UID=str(uid), NB_GID=str(gid))
+        hub = start("--config", config, "--listen", f"tcp:{port}:interface=127.0.0.1",
+                    "--no-auth", env=env, cwd=base)
+        answer = wait_for(lambda: try_get(f"http://127.0.0.1:{port}/app/pid"), 30, "the app")
+        assert answer[0] == 200, (answer, hub.output())
+        assert _status_ids(int(answer[1])) == (uid, gid)
+        assert (f"Running as {name} (uid {uid}, gid {gid}) (a container's default user: "
+                f"--user or --allow-root to choose otherwise); created {home}, {work}"
+                in hub.output())
+        assert os.stat(work).st_uid == uid and os.stat(home).st_uid == uid
 
 
 def pwd_ids(name: str) -> tuple[int, int]:

@@ -138,7 +138,7 @@ class Hub:
             c.JupyterHub.spawner_class = "simple"
             c.SimpleLocalProcessSpawner.home_dir_template = root + "/home/{{username}}"
             # Each user's server: hubtwist in front of the test apps, as a Spawner runs it.
-            c.Spawner.cmd = {json.dumps([*HUBTWIST, "--config", str(apps)])}
+            c.Spawner.cmd = {json.dumps([*HUBTWIST, "--allow-root", "--config", str(apps)])}
             c.Spawner.environment = {{
                 "JUPYTERHUB_ACTIVITY_INTERVAL": "{ACTIVITY_INTERVAL}",
                 "PYTHONPATH": {env["PYTHONPATH"]!r},
@@ -153,7 +153,8 @@ class Hub:
                 {{  # managed: the Hub runs hubtwist, at /services/mgd/
                     "name": "mgd",
                     "url": "http://127.0.0.1:{self.mgd_port}",
-                    "command": {json.dumps([*HUBTWIST, "--", *HTTPAPP, "--port", "{port}"])},
+                    "command": {json.dumps([*HUBTWIST, "--allow-root", "--", *HTTPAPP, "--port",
+                                           "{port}"])},
                     "environment": {{"PYTHONPATH": {env["PYTHONPATH"]!r}}},
                     "oauth_no_confirm": True,
                 }},
@@ -216,7 +217,8 @@ class Hub:
             command = {json.dumps([*HTTPAPP, "--port", "{port}"])}
             """))
         log = open(self.root / "ext.log", "w")
-        self.ext_process = subprocess.Popen([*HUBTWIST, "--config", str(config)], cwd=self.root,
+        self.ext_process = subprocess.Popen([*HUBTWIST, "--allow-root", "--config", str(config)],
+                                            cwd=self.root,
                                             env=_clean_environment(), stdout=log,
                                             stderr=subprocess.STDOUT)
         log.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -22,9 +23,9 @@ def run(*args, timeout=30, **kwargs):
 def hubtwist_process():
     started = []
 
-    def start(*args):
+    def start(*args, env=None):
         process = subprocess.Popen([*HUBTWIST, *args], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
+                                   stderr=subprocess.STDOUT, text=True, env=env)
         started.append(process)
         return process
 
@@ -120,3 +121,22 @@ def test_sigkill_of_hubtwist_leaves_no_process_behind(hubtwist_process, tmp_path
     process.wait(timeout=10)
     wait_for(lambda: not any(alive(pid) for pid in tree), 10,
              f"every process of the tree to be gone: {[p for p in tree if alive(p)]}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root only (CI runs as root)")
+def test_root_refuses_to_run_apps_as_root_unless_allowed(hubtwist_process):
+    env = {key: value for key, value in os.environ.items() if key != "HUBTWIST_ALLOW_ROOT"}
+    port = free_port()
+    args = ["--user", "root", "--no-auth", "--listen", f"tcp:{port}:interface=127.0.0.1",
+            "--", *HTTPAPP, "--port", "{port}"]
+    refused = run(*args, env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("hubtwist: refusing to run apps as root: ")
+    assert "--allow-root" in refused.stderr and "Traceback" not in refused.stderr
+
+    process = hubtwist_process("--allow-root", *args, env=env)
+    answer = wait_for(lambda: try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
+    assert answer[0] == 200
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=20)
+    assert "Apps run as root (--allow-root): app" in output

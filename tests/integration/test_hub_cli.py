@@ -12,7 +12,8 @@ from tests.helpers import HTTPAPP
 from tests.helpers import free_port, wait_for
 
 HUBTWIST = [sys.executable, "-m", "hubtwist"]
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "HUBTWIST_"))}
+ENV = {k: v for k, v in os.environ.items()
+       if not k.startswith(("JUPYTERHUB_", "HUBTWIST_")) or k == "HUBTWIST_ALLOW_ROOT"}
 
 
 def _status(url: str, headers: dict | None = None) -> int | None:
