@@ -97,8 +97,11 @@ from twisted.internet.interfaces import IConsumer, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
+
+from hubtwist.proxy.sending import direct_writer
 
 __all__ = [
     "BodyAborted",
@@ -567,6 +570,24 @@ class StreamingRequest(server.Request):
         self.setHeader(b"Date", http.datetimeToString())
         self._send_body_too_large(limit)
 
+    def write(self, data: bytes) -> None:
+        """
+        Twisted's C{write}, with what it hands the channel (the head on the first call,
+        the data, a chunk's framing) gathered and sent at once: one C{send}, not one per
+        piece, and not on the next reactor iteration (see L{StreamingChannel.write}).
+        """
+        channel = self.channel
+        if channel is None or channel._corked is not None:
+            super().write(data)
+            return
+        channel._corked = corked = []
+        try:
+            super().write(data)
+        finally:
+            channel._corked = None
+        if corked:
+            channel._send_now(corked[0] if len(corked) == 1 else b"".join(corked))
+
     def _send_body_too_large(self, limit: int) -> None:
         message = b"Request body too large: the limit is %d bytes.\n" % (limit,)
         self.setResponseCode(http.REQUEST_ENTITY_TOO_LARGE)
@@ -600,6 +621,40 @@ class StreamingChannel(http.HTTPChannel):
     _send_blocked = False  # the transport's send buffer is full
     _lingering = False
     _linger_call = None
+    _send_now = None  # the transport's direct writer (hubtwist.proxy.sending)
+    _corked: list[bytes] | None = None  # while a request's write() gathers its pieces
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._send_now = direct_writer(self.transport)
+
+    # -- writing to the client --------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Send now when nothing is buffered (no wait for the next reactor iteration)."""
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            self._send_now(data)
+
+    def writeSequence(self, iovec) -> None:
+        if self._corked is not None:
+            self._corked.extend(iovec)
+        else:
+            self._send_now(b"".join(iovec))
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers) -> None:
+        """The status line and headers, through L{writeSequence} (Twisted's goes to the
+        transport directly)."""
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        lines = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        self.writeSequence(lines)
 
     # -- request lifecycle ------------------------------------------------------------
 

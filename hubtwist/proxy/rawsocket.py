@@ -53,7 +53,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["PumpEnd", "SocketPump", "TransportEnd", "direct_writer", "pumpable"]
+from hubtwist.proxy.sending import direct_writer, has_buffers
+
+__all__ = ["PumpEnd", "SocketPump", "TransportEnd", "pumpable"]
 
 log = Logger(namespace="hubtwist.proxy.websocket")
 
@@ -66,41 +68,9 @@ _TROUBLE = getattr(select, "EPOLLHUP", 0x010) | getattr(select, "EPOLLERR", 0x00
 _READ_EVENTS = _IN | getattr(select, "EPOLLRDHUP", 0x2000) | _TROUBLE
 
 
-def _has_buffers(transport) -> bool:
-    return (isinstance(transport, FileDescriptor) and hasattr(transport, "dataBuffer")
-            and hasattr(transport, "_tempDataLen"))
-
-
-def direct_writer(transport) -> Callable[[bytes], None]:
-    """
-    A C{write(data)} for C{transport} that sends at once when nothing is buffered, instead
-    of on the next reactor iteration (saving two epoll_ctl calls and an event dispatch);
-    what the kernel does not take, and everything while something is buffered, goes
-    through C{transport.write}, so order, producer pausing and error handling stay
-    Twisted's. Plain C{transport.write} for transports without the attributes this needs.
-    """
-    if not (_has_buffers(transport) and hasattr(transport, "writeSomeData")):
-        return transport.write
-    buffered_write = transport.write
-    send = transport.writeSomeData
-
-    def write(data: bytes) -> None:
-        if (not transport.dataBuffer and not transport._tempDataLen
-                and transport.connected and not transport.disconnecting):
-            sent = send(data)
-            if sent.__class__ is int:
-                if sent == len(data):
-                    return
-                data = data[sent:]
-            # else an error: buffering lets the reactor find it and close the connection
-        buffered_write(data)
-
-    return write
-
-
 def pumpable(transport) -> bool:
     """Whether C{transport} is a plain socket connection with nothing waiting to be sent."""
-    return (HAVE_EPOLL and isinstance(transport, tcp.Connection) and _has_buffers(transport)
+    return (HAVE_EPOLL and isinstance(transport, tcp.Connection) and has_buffers(transport)
             and not transport.dataBuffer and not transport._tempDataLen
             and transport.connected and not transport.disconnecting
             and getattr(transport, "socket", None) is not None)
@@ -182,7 +152,7 @@ class TransportEnd:
     def buffered(self) -> int:
         """Bytes waiting to be sent (0 when unknown)."""
         transport = self.transport
-        if not _has_buffers(transport):
+        if not has_buffers(transport):
             return 0
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 

@@ -25,6 +25,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+from hubtwist.proxy.sending import direct_writer
 from hubtwist.supervise import BackendAddress
 
 MAX_HEAD = 65536
@@ -68,6 +69,10 @@ class _Connection(Protocol):
         self._reset()
         self.reused = False
         self.idle_since = 0.0
+        self.send_now = None  # the transport's direct writer, once connected
+
+    def connectionMade(self) -> None:
+        self.send_now = direct_writer(self.transport)
 
     def _reset(self) -> None:
         self._waiting: Deferred | None = None
@@ -98,13 +103,13 @@ class _Connection(Protocol):
             if method in (b"POST", b"PUT", b"PATCH"):
                 lines.append(b"Content-Length: 0\r\n")
             lines.append(b"\r\n")
-            self.transport.write(b"".join(lines))
+            self.send_now(b"".join(lines))
         else:
             self._request_sent = False
             chunked = not isinstance(body.length, int)
             lines.append(b"Transfer-Encoding: chunked\r\n\r\n" if chunked
                          else b"Content-Length: %d\r\n\r\n" % body.length)
-            self.transport.write(b"".join(lines))
+            self.send_now(b"".join(lines))
             _BodySender(self, body, chunked).start()
         return self._waiting
 
@@ -128,19 +133,17 @@ class _Connection(Protocol):
             self._head = b""
             if self._waiting is None:
                 return  # cancelled meanwhile; the connection is being aborted
-            outcome = self._parse_head(head)
-            if outcome is None:
-                return  # failed
+            outcome = self._parse_head(head, data)
             if outcome is _INTERIM:
                 continue  # 100 Continue and friends: the real head follows
-            if not data:
-                if self._remaining == 0 and not self._chunked and not self._until_close:
-                    self._body_finished()
-                return
+            return  # failed, or answered: the rest of `data` went with the response
         if data:
             self._body_data(data)
 
-    def _parse_head(self, head: bytes):
+    def _parse_head(self, head: bytes, rest: bytes):
+        """The response head -> the waiting request's L{UpstreamResponse}, with C{rest}
+        (what followed the head in the same read) ready for its C{deliver}: a small
+        response then reaches the client head and body in one write."""
         lines = head.split(b"\r\n")
         status = lines[0].split(b" ", 2)
         if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or not status[1].isdigit():
@@ -179,6 +182,7 @@ class _Connection(Protocol):
         else:
             self._until_close, self._reusable, self._remaining = True, False, None
         waiting, self._waiting = self._waiting, None
+        self._pending_body = rest
         waiting.callback(UpstreamResponse(code, status[2] if len(status) > 2 else b"", headers, length, self))
         return True
 
@@ -341,11 +345,9 @@ class _BodySender:
     def write(self, data: bytes) -> None:
         if not data:
             return
-        transport = self._connection.transport
         if self._chunked:
-            transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
-        else:
-            transport.write(data)
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        self._connection.send_now(data)
 
     def _finished(self, _) -> None:
         transport = self._connection.transport

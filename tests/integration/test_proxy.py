@@ -186,12 +186,14 @@ async def test_refused_backend_is_502(hubtwist):
     import socket
 
     with socket.socket() as probe:
+        # bound, never listening: connections are refused, and no other test can take it
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    ht = await hubtwist(servers={"gone": {"port": closed_port}})
-    response = await treq.get(f"{ht.url}/gone/", headers={"Accept": "text/html"})
-    assert response.code == 502
-    assert "App not reachable" in await text_of(response)
+        ht = await hubtwist(servers={"gone": {"port": closed_port}})
+        response = await treq.get(f"{ht.url}/gone/", headers={"Accept": "text/html"})
+        page = await text_of(response)
+    assert response.code == 502, page
+    assert "App not reachable" in page
 
 
 @pytest_twisted.ensureDeferred

@@ -214,7 +214,8 @@ async def test_socket_fast_paths_available():
     """
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
-    from hubtwist.proxy.rawsocket import direct_writer, pumpable
+    from hubtwist.proxy.rawsocket import pumpable
+    from hubtwist.proxy.sending import direct_writer
 
     accepted = Deferred()
 
@@ -847,16 +848,16 @@ async def test_tls_listener_bridges_on_twisted_transports(hubtwist, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_unreachable_app_is_502(hubtwist):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
     ht = await hubtwist(servers={})
 
-    def client():
+    def client(closed_port):
         with pytest.raises(InvalidStatus) as refused:
             with ws_connect(f"{ht.ws}/proxy/{closed_port}/echo"):
                 pass
         return refused.value.response.status_code
 
-    assert await in_thread(client) == 502
+    with socket.socket() as probe:
+        # bound, never listening: connections are refused, and no other test can take it
+        probe.bind(("127.0.0.1", 0))
+        assert await in_thread(client, probe.getsockname()[1]) == 502
     assert not ht.bridge.sessions

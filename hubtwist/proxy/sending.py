@@ -1,0 +1,55 @@
+"""
+Writing to a Twisted TCP transport without waiting for the next reactor iteration.
+
+C{transport.write} only appends to a buffer; the reactor sends it once the socket reports
+writable, which costs an C{epoll_ctl} to watch for that, an event dispatch, the send, and
+another C{epoll_ctl} to stop watching. For a proxy relaying small responses that is a large
+share of the work. L{direct_writer} sends at once when nothing is buffered and falls back to
+C{transport.write} for the rest, so ordering, producer pausing and error handling stay
+Twisted's.
+
+Private Twisted attributes used, read only: C{FileDescriptor.dataBuffer} and
+C{FileDescriptor._tempDataLen} (the two write buffers). Without them, L{direct_writer} is
+plain C{transport.write}: a change in Twisted costs speed, not correctness
+(C{tests/integration/test_websocket.py::test_socket_fast_paths_available} notices).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.abstract import FileDescriptor
+
+__all__ = ["direct_writer", "has_buffers"]
+
+
+def has_buffers(transport) -> bool:
+    return (isinstance(transport, FileDescriptor) and hasattr(transport, "dataBuffer")
+            and hasattr(transport, "_tempDataLen"))
+
+
+def direct_writer(transport) -> Callable[[bytes], None]:
+    """
+    A C{write(data)} for C{transport} that sends at once when nothing is buffered, instead
+    of on the next reactor iteration (saving two epoll_ctl calls and an event dispatch);
+    what the kernel does not take, and everything while something is buffered, goes
+    through C{transport.write}, so order, producer pausing and error handling stay
+    Twisted's. Plain C{transport.write} for transports without the attributes this needs.
+    """
+    if not (has_buffers(transport) and hasattr(transport, "writeSomeData")):
+        return transport.write
+    buffered_write = transport.write
+    send = transport.writeSomeData
+
+    def write(data: bytes) -> None:
+        if (not transport.dataBuffer and not transport._tempDataLen
+                and transport.connected and not transport.disconnecting):
+            sent = send(data)
+            if sent.__class__ is int:
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            # else an error: buffering lets the reactor find it and close the connection
+        buffered_write(data)
+
+    return write
