@@ -16,8 +16,10 @@ from hubtwist import __version__
 from hubtwist.config import Config, ConfigError
 from hubtwist.hub import AuthPlan, resolve_auth
 from hubtwist.hub.compose import Protection, protect
+from hubtwist.hub.tokengate import TokenGate
 from hubtwist.proxy.early import StreamingSite
 from hubtwist.proxy.forward import Forwarder
+from hubtwist.proxy.lean import LeanFactory, lean_description
 from hubtwist.proxy.websocket import WebSocketBridge
 from hubtwist.router import Router
 from hubtwist.supervise import Guardian, shared_guardian, supervisor_for
@@ -43,7 +45,7 @@ class Running:
     """A serving hubtwist: its listening ports, keepers and site. L{stop} undoes L{serve}."""
 
     def __init__(self, config, keepers, ports, forwarder, site, router,
-                 protection: Protection | None = None) -> None:
+                 protection: Protection | None = None, lean: LeanFactory | None = None) -> None:
         self.config = config
         self.keepers = keepers
         self.ports = ports
@@ -51,6 +53,7 @@ class Running:
         self.site = site
         self.router = router
         self.protection = protection
+        self.lean = lean
 
     async def stop(self) -> None:
         """Stop listening, stop every app (whole process groups), close pooled connections."""
@@ -82,11 +85,19 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
     # twisted.web formats a combined-log line for every request even when nothing keeps
     # it (a measurable part of the proxy's hot path); hubtwist writes no access log.
     site.log = _no_access_log
+    # Common requests skip twisted.web on plain sockets (hubtwist.proxy.lean), without a
+    # gate or past the token gate by their Authorization header; never in Hub mode.
+    lean = None
+    if protection.resource is router:
+        lean = LeanFactory(site, router, forwarder)
+    elif isinstance(protection.resource, TokenGate):
+        lean = LeanFactory(site, router, forwarder, admit=protection.resource.admit_lean)
     ports = []
     try:
         for description in config.listen:
+            factory = lean if lean is not None and lean_description(description) else site
             try:
-                port = await serverFromString(reactor, description).listen(site)
+                port = await serverFromString(reactor, description).listen(factory)
             except Exception as error:
                 raise ListenError(f"cannot listen on {description!r}: {error}") from None
             ports.append(port)
@@ -104,7 +115,7 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
             keeper.ensure_running().addErrback(
                 lambda failure, name=name: log.warn("[{server}] autostart failed: {why}",
                                                     server=name, why=failure.getErrorMessage()))
-    return Running(config, keepers, ports, forwarder, site, router, protection)
+    return Running(config, keepers, ports, forwarder, site, router, protection, lean)
 
 
 def _tune_garbage_collector() -> None:

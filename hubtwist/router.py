@@ -54,6 +54,23 @@ class Router(Resource):
         # Ports hubtwist itself listens on: /proxy/<own port>/ would loop back into itself.
         self.own_ports: set[int] = set()
 
+    def route_for(self, path: bytes) -> Route | None:
+        """
+        The route of an app that C{path} (without its query) is proxied along, when
+        that is all there is to it: not a redirect, not hubtwist's own pages, not a
+        C{/proxy/PORT/} target (those are checked in L{render}). For the lean path.
+        """
+        base = self._base
+        if not path.startswith(base):
+            return None
+        first, slash, _ = path[len(base):].partition(b"/")
+        route = self._routes.get(first)
+        if route is not None:
+            return route if slash else None
+        if first == b"api" or (first == b"proxy" and self._config.proxy_ports):
+            return None
+        return self._default
+
     def render(self, request):
         path = request.path
         base = self._base

@@ -42,7 +42,11 @@ def cookies(request) -> list[tuple[str, str]]:
 
 def authorization_token(request) -> str | None:
     """The token of C{Authorization: token X} or C{Authorization: bearer X}."""
-    value = header(request, b"authorization")
+    return token_of_authorization(header(request, b"authorization"))
+
+
+def token_of_authorization(value: str | None) -> str | None:
+    """The token of an C{Authorization} header value C{token X} or C{bearer X}."""
     if not value:
         return None
     scheme, _, token = value.strip().partition(" ")

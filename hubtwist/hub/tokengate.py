@@ -23,7 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from hubtwist.hub import requestinfo as info
 from hubtwist.hub.cookies import without_cookies
-from hubtwist.hub.gate import strip_user_headers
+from hubtwist.hub.gate import USER_HEADERS, strip_user_headers
 from hubtwist.hub.oauth import Signer
 from hubtwist.proxy.errors import send_error
 
@@ -91,6 +91,24 @@ class TokenGate(Resource):
             self._hide_cookie(request)
             return self._inner.render(request)
         return self._ask_for_token(request, rest, wrong=url_token is not None)
+
+    def admit_lean(self, headers: list) -> list | None:
+        """
+        For the lean path (L{hubtwist.proxy.lean}): a request whose C{Authorization}
+        header carries the token passes, as in L{render}; its C{headers} ((name, [values])
+        pairs) come back without the user headers hubtwist sets itself. Anything else
+        (a cookie, C{?token=}, no token) gets C{None} and takes the ordinary path.
+        """
+        authorization = None
+        kept = []
+        for name, values in headers:
+            lower = name.lower()
+            if lower in USER_HEADERS:
+                continue
+            if lower == b"authorization":
+                authorization = values[0].decode("latin-1")
+            kept.append((name, values))
+        return kept if self._matches(info.token_of_authorization(authorization)) else None
 
     def _matches(self, candidate: str | None) -> bool:
         return candidate is not None and hmac.compare_digest(candidate.encode(), self._token)

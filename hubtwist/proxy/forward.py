@@ -168,19 +168,7 @@ class _Exchange:
         self.pending = None
         if self.client_gone:
             return
-        name = self.route.keeper.name
-        if self.timed_out:
-            send_error(self.request, 504, "App timed out",
-                       f"The app {name!r} did not answer within "
-                       f"{self.route.config.request_timeout:g} s (request_timeout).")
-        elif failure.check(ConnectError, ConnectionRefusedError, UpstreamError):
-            send_error(self.request, 502, "App not reachable",
-                       f"The app {name!r} at {address.describe()} closed or refused the "
-                       "connection. It may have just exited; hubtwist restarts it.",
-                       logs=self.route.keeper.logs.tail(20))
-        else:
-            send_error(self.request, 502, "Bad gateway",
-                       f"The request to the app {name!r} failed: {failure.getErrorMessage()}")
+        send_upstream_error(self.request, failure, self.route, address, self.timed_out)
 
     def _response(self, response: UpstreamResponse) -> None:
         self.pending = None
@@ -283,6 +271,24 @@ def _ignore(*_args) -> None:
     pass
 
 
+def send_upstream_error(request, failure, route: Route, address: BackendAddress,
+                        timed_out: bool) -> None:
+    """The 502 or 504 page for a request the app did not answer."""
+    name = route.keeper.name
+    if timed_out:
+        send_error(request, 504, "App timed out",
+                   f"The app {name!r} did not answer within "
+                   f"{route.config.request_timeout:g} s (request_timeout).")
+    elif failure.check(ConnectError, ConnectionRefusedError, UpstreamError):
+        send_error(request, 502, "App not reachable",
+                   f"The app {name!r} at {address.describe()} closed or refused the "
+                   "connection. It may have just exited; hubtwist restarts it.",
+                   logs=route.keeper.logs.tail(20))
+    else:
+        send_error(request, 502, "Bad gateway",
+                   f"The request to the app {name!r} failed: {failure.getErrorMessage()}")
+
+
 _REWRITTEN = frozenset({b"location", b"content-location", b"set-cookie"})
 
 
@@ -344,17 +350,24 @@ class Forwarder:
 
     def upstream_headers(self, request, route: Route, address: BackendAddress) -> list:
         """The request headers for the app, as (name, value) pairs."""
-        incoming = request.requestHeaders
-        kept = strip_hop_by_hop(incoming.getAllRawHeaders())
+        client = getattr(request.getClientAddress(), "host", "127.0.0.1").encode()
+        return self.headers_for(request.requestHeaders.getAllRawHeaders(), client,
+                                request.isSecure(), route, address)
+
+    def headers_for(self, incoming, client: bytes, secure: bool, route: Route,
+                    address: BackendAddress) -> list:
+        """
+        The request headers for the app, as (name, value) pairs, from the client's
+        C{incoming} ones as (name, [values]) pairs: hop-by-hop ones dropped, forwarding
+        ones set (C{client} is the client's address), overrides applied.
+        """
+        kept = strip_hop_by_hop(incoming)
         existing = {name.lower(): values for name, values in kept}
-        client = request.getClientAddress()
         host = existing.get(b"host", [b""])[0]
-        secure = request.isSecure()
         port = host.rpartition(b":")[2] if b":" in host and not host.endswith(b"]") else (
             b"443" if secure else b"80")
-        forwarded = forwarded_headers(
-            existing, getattr(client, "host", "127.0.0.1").encode(),
-            b"https" if secure else b"http", host, port, route.prefix)
+        forwarded = forwarded_headers(existing, client, b"https" if secure else b"http", host,
+                                      port, route.prefix)
         override = route.config.request_headers_override
         replaced = {name.lower() for name in override} if override else set()
         replaced.update(forwarded)

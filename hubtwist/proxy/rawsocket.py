@@ -46,7 +46,6 @@ import socket
 from typing import Callable
 
 from twisted.internet import tcp
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer, IReadDescriptor
 from twisted.logger import Logger

@@ -203,6 +203,7 @@ async def test_a_callback_with_a_foreign_state_is_refused(hubtwist, fake_hub):
 @pytest_twisted.ensureDeferred
 async def test_tokens_scopes_and_the_identity_cache(hubtwist, fake_hub):
     ht = await hubtwist(hub_env(fake_hub), default_server="app", servers={"app": {"command": APP}})
+    assert ht.lean is None  # Hub mode: every request goes through the gate
     for _ in range(3):
         ok = await treq.get(f"{ht.url}/user/alice/echo", headers={"Authorization": "token alice-token"})
         assert ok.code == 200

@@ -1,0 +1,440 @@
+"""
+The lean path: the common proxied request without twisted.web's request machinery.
+
+Measured on the 1 KB proxy benchmark, building a twisted.web request (line-by-line head
+parsing, L{Headers} objects, resource rendering, response headers rebuilt and re-encoded)
+costs about two thirds of the CPU time hubtwist spends per proxied request. Most requests
+need none of it: a GET or HEAD without a body, on a plain connection, for an app that is
+running, with nothing to rewrite. L{LeanChannel} parses such a request itself, sends it to
+the app through the shared L{UpstreamPool} and relays the response, streaming, with
+backpressure.
+
+Everything else goes to twisted.web: the first request L{LeanChannel} does not take (a
+body, a WebSocket upgrade, an app that is not running, hubtwist's own pages, C{/proxy/},
+a C{rewrite_response} app, HTTP/1.0, anything unusual in the head, authentication) hands
+the connection over, with the bytes read so far, to the site's ordinary
+L{StreamingChannel}, which serves it from then on. So the lean path only ever answers
+requests that twisted.web would have proxied the same way, and a bad request gets
+twisted.web's answer. It is used on plain TCP or unix-socket connections (not TLS), with
+no gate in front of the router (standalone C{--no-auth}) or with the standalone token gate
+for requests that carry the token in their C{Authorization} header (API clients; browsers
+with the login cookie take the ordinary path). Never in Hub mode.
+
+Private Twisted attribute used: the connection's C{protocol} (C{tcp.Connection.protocol}),
+reassigned at the hand-over. L{lean_possible} checks that it is there.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet import tcp
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.policies import TimeoutMixin
+from twisted.web.http import RESPONSES, datetimeToString
+
+from hubtwist.proxy.forward import (
+    _REWRITTEN, rewrite_response_header, send_upstream_error,
+)
+from hubtwist.proxy.rewrite import backend_path
+from hubtwist.proxy.sending import direct_writer
+from hubtwist.supervise import State
+
+__all__ = ["LeanChannel", "LeanFactory", "lean_description", "lean_possible"]
+
+
+MAX_HEAD = 16 * 1024  # larger heads go to twisted.web (which has its own limits)
+MAX_PIPELINED = 64 * 1024  # read ahead while a request is in flight, at most
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(rb"/[\x21-\x7e]*")  # origin-form, visible ASCII only
+_LEAN_METHODS = frozenset({b"GET", b"HEAD"})
+_NOT_LEAN_HEADERS = frozenset({
+    b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"http2-settings",
+})
+_NO_BODY_CODES = frozenset({204, 304})
+
+
+def lean_possible(transport) -> bool:
+    """Whether a connection can start on the lean path: a plain TCP or unix socket
+    (TLS wraps the protocol, and the hand-over needs to swap it)."""
+    return isinstance(transport, tcp.Connection) and hasattr(transport, "protocol")
+
+
+def lean_description(description: str) -> bool:
+    """Whether connections from the listen endpoint C{description} are plain sockets."""
+    return description.split(":", 1)[0].lower() in ("tcp", "tcp6", "unix", "systemd")
+
+
+class LeanFactory(Factory):
+    """
+    Serves connections with a L{LeanChannel} in front of C{site}'s ordinary channel.
+    C{admit}, when a gate stands in front of the router, is the gate's own check for the
+    lean path: C{admit(headers)} returns the headers to forward, or C{None} to leave the
+    request to the gate on the ordinary path. C{served} counts the requests the lean path
+    answered.
+    """
+
+    noisy = False
+
+    def __init__(self, site, router, forwarder, admit=None) -> None:
+        self.site = site
+        self.router = router
+        self.forwarder = forwarder
+        self.admit = admit
+        self.served = 0
+
+    def doStart(self) -> None:
+        self.site.doStart()
+
+    def doStop(self) -> None:
+        self.site.doStop()
+
+    def buildProtocol(self, addr):
+        site = self.site
+        channel = LeanChannel(self, lambda: site.buildProtocol(addr), site.timeOut)
+        channel.factory = self
+        return channel
+
+
+class LeanChannel(Protocol, TimeoutMixin):
+    """
+    The server side of one client connection on the lean path (see the module
+    docstring). C{fallback()} makes the site's ordinary channel for the hand-over.
+    """
+
+    def __init__(self, lean: LeanFactory, fallback, idle_timeout: float | None) -> None:
+        self._lean = lean
+        self._router = lean.router
+        self._forwarder = lean.forwarder
+        self._fallback = fallback
+        self._idle_timeout = idle_timeout
+        self._buffer = b""
+        self._exchange: _LeanExchange | None = None
+        self._handed_over = False
+        self._channel = None  # the site's channel, after the hand-over
+        self._paused = False
+        self._close_after = False
+        self._client_host = b"127.0.0.1"
+        self.send = None
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        if not lean_possible(transport):
+            self._hand_over()
+            return
+        self.send = direct_writer(transport)
+        self._client_host = getattr(transport.getPeer(), "host", "127.0.0.1").encode()
+        self.setTimeout(self._idle_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._handed_over:
+            self._channel.dataReceived(data)
+            return
+        self._buffer += data
+        if self._exchange is not None:
+            if len(self._buffer) > MAX_PIPELINED and not self._paused:
+                self._paused = True
+                self.transport.pauseProducing()
+            return
+        self.resetTimeout()
+        self._next()
+
+    def timeoutConnection(self) -> None:
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        if self._handed_over:
+            self._channel.connectionLost(reason)
+            return
+        self.setTimeout(None)
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.client_lost()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Serve the next complete request in the buffer, or hand the connection over."""
+        buffer = self._buffer
+        if not buffer:
+            return
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                self._hand_over()
+            return
+        head = buffer[:end]
+        parsed = _parse(head)
+        if parsed is None:
+            self._hand_over()
+            return
+        method, target, headers, close = parsed
+        admit = self._lean.admit
+        if admit is not None:
+            headers = admit(headers)
+            if headers is None:
+                self._hand_over()
+                return
+        path = target.partition(b"?")[0]
+        route = self._router.route_for(path)
+        if (route is None or route.rewriters or route.config.raw_socket_proxy
+                or route.keeper.state is not State.RUNNING):
+            self._hand_over()
+            return
+        self._buffer = buffer[end + 4:]
+        self._close_after = close
+        self.setTimeout(None)  # the app, not the client, has the next move
+        self._lean.served += 1
+        self._exchange = _LeanExchange(self, route, method, target, headers)
+        self._exchange.start()
+
+    def exchange_done(self, reusable: bool) -> None:
+        """The response was sent (C{reusable}) or cut short (the connection is closed)."""
+        self._exchange = None
+        if not reusable or self._close_after:
+            self.transport.loseConnection()
+            return
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+        self.setTimeout(self._idle_timeout)
+        if self._buffer:
+            # A pipelined request: not from inside the app connection's callbacks.
+            self._forwarder.reactor.callLater(0, self._next_if_idle)
+
+    def _next_if_idle(self) -> None:
+        if self._exchange is None and not self._handed_over and self.transport.connected:
+            self._next()
+
+    def _hand_over(self) -> None:
+        """From now on the site's ordinary channel serves this connection."""
+        if self._handed_over:
+            return
+        self._handed_over = True
+        self.setTimeout(None)
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+        transport = self.transport
+        channel = self._channel = self._fallback()
+        if lean_possible(transport):
+            transport.protocol = channel
+        # else (not expected: lean_description picks the endpoints) this object stays the
+        # transport's protocol and passes everything on; see dataReceived/connectionLost.
+        channel.makeConnection(transport)
+        buffer, self._buffer = self._buffer, b""
+        if buffer:
+            channel.dataReceived(buffer)
+
+
+def _parse(head: bytes):
+    """
+    C{(method, target, [(name, [value])], close)} for a head the lean path takes, else
+    C{None}: only HTTP/1.1 GET/HEAD in origin form, well-formed header lines with token
+    names, no body, no upgrade, no line folding, CR and LF only as line ends.
+    """
+    if head.count(b"\r") != head.count(b"\n") or head.count(b"\r\n") != head.count(b"\n"):
+        return None
+    lines = head.split(b"\r\n")
+    request_line = lines[0].split(b" ")
+    if len(request_line) != 3:
+        return None
+    method, target, version = request_line
+    if (method not in _LEAN_METHODS or version != b"HTTP/1.1"
+            or _TARGET.fullmatch(target) is None):
+        return None
+    headers: dict[bytes, tuple[bytes, list[bytes]]] = {}
+    close = False
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or _TOKEN.fullmatch(name) is None:
+            return None
+        value = value.strip(b" \t")
+        lower = name.lower()
+        if lower in _NOT_LEAN_HEADERS:
+            return None
+        if lower == b"connection":
+            tokens = value.lower()
+            if b"upgrade" in tokens:
+                return None
+            close = close or b"close" in tokens
+        entry = headers.get(lower)
+        if entry is None:
+            headers[lower] = (name, [value])
+        else:
+            if lower == b"host":
+                return None  # twisted.web answers 400
+            entry[1].append(value)
+    if b"host" not in headers:
+        return None  # HTTP/1.1 requires it; twisted.web answers 400
+    return method, target, list(headers.values()), close
+
+
+class _LeanExchange:
+    """One request on the lean path: to the app and back."""
+
+    __slots__ = ("channel", "route", "method", "target", "headers", "pending", "flow",
+                 "timed_out", "gone", "corked", "chunked", "address", "finished",
+                 "startedWriting", "error_code", "error_headers")
+
+    def __init__(self, channel: LeanChannel, route, method: bytes, target: bytes,
+                 headers) -> None:
+        self.channel = channel
+        self.route = route
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.pending = None
+        self.flow = None
+        self.timed_out = False
+        self.gone = False
+        self.corked: list[bytes] | None = None
+        self.chunked = False
+        self.address = None
+        # what send_error and rewrite_response_header use of a request
+        self.finished = False
+        self.startedWriting = False
+        self.error_code = 502
+        self.error_headers: list[tuple[bytes, bytes]] = []
+
+    def start(self) -> None:
+        route = self.route
+        config = route.config
+        address = self.address = route.keeper.address
+        channel = self.channel
+        forwarder = channel._forwarder
+        app_target = backend_path(self.target, route.prefix, config.absolute_url,
+                                  route.mappath)
+        self.target = app_target
+        headers = forwarder.headers_for(self.headers, channel._client_host, False, route,
+                                        address)
+        sending = forwarder.upstream.request(address, self.method, app_target, headers, None)
+        if config.request_timeout:
+            sending.addTimeout(config.request_timeout, forwarder.reactor,
+                               onTimeoutCancel=self._timeout_cancelled)
+        self.pending = sending
+        sending.addCallbacks(self._response, self._failed)
+
+    def _timeout_cancelled(self, result, timeout):
+        self.timed_out = True
+        return result
+
+    def client_lost(self) -> None:
+        self.gone = True
+        if self.pending is not None:
+            self.pending.cancel()
+        if self.flow is not None:
+            self.flow.stopProducing()
+
+    # -- the app's answer ----------------------------------------------------------------
+
+    def _failed(self, failure) -> None:
+        self.pending = None
+        if self.gone:
+            return  # cancelled because the client left
+        send_upstream_error(self, failure, self.route, self.address, self.timed_out)
+
+    def _response(self, response) -> None:
+        self.pending = None
+        if self.gone:
+            response.deliver(_ignore, _ignore).stopProducing()
+            return
+        route = self.route
+        if route.counts_as_activity(self.target):
+            route.keeper.touch()
+        code = response.code
+        lines = [b"HTTP/1.1 %d %s\r\n" % (code, response.phrase)]
+        for name, value in response.headers:
+            lower = name.lower()
+            if lower in _REWRITTEN:
+                value = rewrite_response_header(self, route, lower, value)
+            lines += (name, b": ", value, b"\r\n")
+        no_body = self.method == b"HEAD" or code in _NO_BODY_CODES
+        if response.length is not None and not no_body:
+            lines.append(b"Content-Length: %d\r\n" % response.length)
+        elif not no_body:
+            self.chunked = True
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        if self.channel._close_after:
+            lines.append(b"Connection: close\r\n")
+        lines.append(b"\r\n")
+        self.startedWriting = True
+        # Head and the body bytes already in (all of a small response) go out in one send.
+        self.corked = lines
+        flow = response.deliver(self._write, self._body_done)
+        if self.finished:
+            return  # delivered and sent already; the connection may serve another request
+        self._flush()
+        self.flow = flow
+        self.channel.transport.registerProducer(flow, True)
+
+    def _write(self, data: bytes) -> None:
+        if self.chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        if self.corked is not None:
+            self.corked.append(data)
+        else:
+            self.channel.send(data)
+
+    def _body_done(self, failure) -> None:
+        registered, self.flow = self.flow is not None, None
+        if self.gone:
+            return
+        if registered:
+            self.channel.transport.unregisterProducer()
+        if failure is not None:
+            # The app died mid-response: the client must see the truncation.
+            self.finished = True
+            self._flush()
+            self.channel.exchange_done(reusable=False)
+            return
+        if self.chunked:
+            self._write(b"")  # the last chunk: "0\r\n\r\n"
+        self._flush()
+        self.finished = True
+        self.channel.exchange_done(reusable=True)
+
+    def _flush(self) -> None:
+        corked, self.corked = self.corked, None
+        if corked:
+            self.channel.send(b"".join(corked))
+
+    # -- what send_error and rewrite_response_header use of a request --------------------
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        for entry_name, values in self.headers:
+            if entry_name.lower() == name:
+                return values[0]
+        return None
+
+    def isSecure(self) -> bool:
+        return False
+
+    def setResponseCode(self, code: int) -> None:
+        self.error_code = code
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        self.error_headers.append((name, value))
+
+    def write(self, body: bytes) -> None:
+        lines = [b"HTTP/1.1 %d %s\r\n" % (self.error_code, RESPONSES.get(self.error_code, b"")),
+                 b"Date: %s\r\n" % datetimeToString()]
+        for name, value in self.error_headers:
+            lines += (name, b": ", value, b"\r\n")
+        if self.channel._close_after:
+            lines.append(b"Connection: close\r\n")
+        lines += (b"\r\n", b"" if self.method == b"HEAD" else body)
+        self.startedWriting = True
+        self.channel.send(b"".join(lines))
+
+    def finish(self) -> None:
+        self.finished = True
+        self.channel.exchange_done(reusable=True)
+
+    def loseConnection(self) -> None:
+        self.finished = True
+        self.channel.exchange_done(reusable=False)
+
+
+def _ignore(*_args) -> None:
+    pass
