@@ -101,7 +101,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from hubtwist.proxy.sending import direct_writer
+from hubtwist.proxy.sending import allow_bulk, direct_writer
 
 __all__ = [
     "BodyAborted",
@@ -626,6 +626,7 @@ class StreamingChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        allow_bulk(self.transport)
         self._send_now = direct_writer(self.transport)
 
     # -- writing to the client --------------------------------------------------------

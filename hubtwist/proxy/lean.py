@@ -37,7 +37,7 @@ from hubtwist.proxy.forward import (
     _REWRITTEN, rewrite_response_header, send_upstream_error,
 )
 from hubtwist.proxy.rewrite import backend_path
-from hubtwist.proxy.sending import direct_writer
+from hubtwist.proxy.sending import allow_bulk, direct_writer
 from hubtwist.supervise import State
 
 __all__ = ["LeanChannel", "LeanFactory", "lean_description", "lean_possible"]
@@ -122,6 +122,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         if not lean_possible(transport):
             self._hand_over()
             return
+        allow_bulk(transport)
         self.send = direct_writer(transport)
         self._client_host = getattr(transport.getPeer(), "host", "127.0.0.1").encode()
         self.setTimeout(self._idle_timeout)

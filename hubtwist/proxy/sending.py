@@ -20,12 +20,30 @@ from typing import Callable
 
 from twisted.internet.abstract import FileDescriptor
 
-__all__ = ["direct_writer", "has_buffers"]
+__all__ = ["BULK_BUFFER", "allow_bulk", "direct_writer", "has_buffers"]
+
+# A client connection's write buffer before the app's connection is paused, and the most
+# sent per call (Twisted: 64 KiB and 128 KiB). See allow_bulk.
+BULK_BUFFER = 512 * 1024
 
 
 def has_buffers(transport) -> bool:
     return (isinstance(transport, FileDescriptor) and hasattr(transport, "dataBuffer")
             and hasattr(transport, "_tempDataLen"))
+
+
+def allow_bulk(transport) -> None:
+    """
+    Let C{transport} (a client connection) take a large response without pausing its
+    producer (the app's connection, read 256 KiB at a time) after every piece: with
+    Twisted's 64 KiB, each piece of a download paused and resumed the app's connection.
+    Measured on 8 MB downloads: about +20 % throughput. Twisted uses the same number as
+    the read size, so reads from the client are larger too. Costs at most this much
+    buffered memory per slow client.
+    """
+    if has_buffers(transport):
+        transport.bufferSize = BULK_BUFFER
+        transport.SEND_LIMIT = BULK_BUFFER
 
 
 def direct_writer(transport) -> Callable[[bytes], None]:

@@ -462,6 +462,7 @@ def _no_delay(protocol):
     if set_no_delay is not None:  # not on unix sockets
         set_no_delay(True)
     transport.bufferSize = READ_SIZE
+    transport.SEND_LIMIT = READ_SIZE  # uploads: one send per piece read from the client
     return protocol
 
 
