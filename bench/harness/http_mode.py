@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from harness.common import LOOPBACK, SCRATCH, TargetFailed, free_port, log
 from harness.peers import Peer, Running, nginx_version, proxies, start_nginx_static
 from harness.report import ratio
-from harness.runner import Column, Mode, Row, rss_settings
+from harness.procs import CpuTime
+from harness.runner import CPU_SETTINGS, Column, Mode, Row, rss_settings
 from harness.wrk import run_wrk
 
 WWW = SCRATCH / "www"
@@ -73,6 +74,8 @@ class HttpMode(Mode):
         Column("p50", "1 KB p50 (ms)", "{:.2f}"),
         Column("p99", "1 KB p99 (ms)", "{:.2f}"),
         Column("bulk", "8 MB MiB/s"),
+        Column("cpu_req", "1 KB CPU (µs/req)"),
+        Column("cpu_mib", "8 MB CPU (ms/MiB)", "{:.2f}"),
     ]
 
     def __init__(self, load: HttpLoad) -> None:
@@ -110,19 +113,25 @@ class HttpMode(Mode):
             run_wrk(f"wrk-{key}-warmup", url + "/1k.bin", load.threads, load.connections,
                     load.warmup)
         log(f"{key}: 1 KB for {load.duration:g}s")
-        small = run_wrk(f"wrk-{key}-1k", url + "/1k.bin", load.threads, load.connections,
-                        load.duration)
+        with CpuTime(running.proc.pid, running.whole_tree) as cpu:
+            small = run_wrk(f"wrk-{key}-1k", url + "/1k.bin", load.threads, load.connections,
+                            load.duration)
         row.figures.update(rps=small.rps, p50=small.p50_ms, p99=small.p99_ms)
+        if small.rps:
+            row.figures["cpu_req"] = 1e6 * cpu.seconds / (small.rps * load.duration)
         if small.problems():
             row.notes.append(f"1 KB: {small.problems()}")
         log(f"{key}: 8 MB for {load.bulk_duration:g}s")
         try:
-            bulk = run_wrk(f"wrk-{key}-8m", url + "/8m.bin", load.bulk_threads,
-                           load.bulk_connections, load.bulk_duration, timeout=30)
+            with CpuTime(running.proc.pid, running.whole_tree) as cpu:
+                bulk = run_wrk(f"wrk-{key}-8m", url + "/8m.bin", load.bulk_threads,
+                               load.bulk_connections, load.bulk_duration, timeout=30)
         except TargetFailed as error:
             row.notes.append(f"8 MB failed: {error}")
             return
         row.figures["bulk"] = bulk.mib_per_s
+        if bulk.mib_per_s:
+            row.figures["cpu_mib"] = 1e3 * cpu.seconds / (bulk.mib_per_s * load.bulk_duration)
         if bulk.problems():
             row.notes.append(f"8 MB: {bulk.problems()}")
 
@@ -136,6 +145,7 @@ class HttpMode(Mode):
             "backend: nginx, static files, sendfile, access_log off; every peer and wrk on "
             "this one machine, all on 127.0.0.1",
             rss_settings("one 1 KB request"),
+            CPU_SETTINGS,
         ]
 
     def ratios(self, rows: dict[str, Row]) -> list[str]:
@@ -150,4 +160,8 @@ class HttpMode(Mode):
                   ("nginx-proxy", "bulk"), "higher is better"),
             ratio(rows, "hubtwist / CHP, idle RSS", ("hubtwist", "rss_idle"),
                   ("chp", "rss_idle"), "lower is better"),
+            ratio(rows, "hubtwist / CHP, CPU per 1 KB request", ("hubtwist", "cpu_req"),
+                  ("chp", "cpu_req"), "lower is better"),
+            ratio(rows, "hubtwist / nginx proxy, CPU per 8 MB MiB", ("hubtwist", "cpu_mib"),
+                  ("nginx-proxy", "cpu_mib"), "lower is better"),
         ]

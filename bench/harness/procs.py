@@ -177,6 +177,36 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def cpu_seconds(root: int, whole_tree: bool = True) -> float:
+    """CPU time (user + system) C{root} (and its descendants) have used so far, in seconds
+    (/proc/PID/stat fields 14 and 15)."""
+    ticks = 0
+    for pid in process_tree(root) if whole_tree else [root]:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):  # gone
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuTime:
+    """The CPU time a process (tree) uses during a C{with} block: L{seconds}."""
+
+    def __init__(self, root: int, whole_tree: bool = True) -> None:
+        self.root = root
+        self.whole_tree = whole_tree
+        self.seconds = 0.0
+
+    def __enter__(self) -> "CpuTime":
+        self._start = cpu_seconds(self.root, self.whole_tree)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.seconds = cpu_seconds(self.root, self.whole_tree) - self._start
+
+
 def rss_mib(root: int, whole_tree: bool = True) -> float:
     """Resident memory of C{root} (and its descendants), in MiB (sum of VmRSS)."""
     pids = process_tree(root) if whole_tree else [root]

@@ -33,6 +33,13 @@ RSS_COLUMNS = [
 ]
 
 
+CPU_SETTINGS = (
+    "CPU: user + system time of the peer's process tree (jsp: its own process) during that "
+    "load, per request, message or MiB. The load generator and the backend share the "
+    "machine, so a rate may be limited by them; the CPU figures say what the proxy itself "
+    "costs")
+
+
 def rss_settings(first_request: str) -> str:
     """The report line that says how the RSS columns were taken."""
     return ("RSS: sum of VmRSS over the peer's process tree (jsp: its own process only); idle = "

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from harness import install
 from harness.common import BENCH_DIR, LOOPBACK, TargetFailed, child_env, free_port, log, mib
 from harness.peers import START_TIMEOUT, Peer, Running, command_output, proxies
-from harness.procs import Proc, run_bounded
+from harness.procs import CpuTime, Proc, run_bounded
 from harness.report import ratio
-from harness.runner import Column, Mode, Row, rss_settings
+from harness.runner import CPU_SETTINGS, Column, Mode, Row, rss_settings
 
 WS_DIR = BENCH_DIR / "ws"
 
@@ -79,6 +79,8 @@ class WsMode(Mode):
         Column("p50", "64 B p50 (ms)", "{:.2f}"),
         Column("p99", "64 B p99 (ms)", "{:.2f}"),
         Column("bulk", "1 MiB MiB/s"),
+        Column("cpu_msg", "64 B CPU (µs/msg)"),
+        Column("cpu_mib", "1 MiB CPU (ms/MiB)", "{:.2f}"),
     ]
 
     def __init__(self, load: WsLoad) -> None:
@@ -116,19 +118,26 @@ class WsMode(Mode):
         if load.warmup > 0:
             run_client(f"ws-{key}-warmup", url, load.connections, load.size, load.warmup)
         log(f"{key}: {load.size} B ping-pong for {load.duration:g}s")
-        small = run_client(f"ws-{key}-small", url, load.connections, load.size, load.duration)
+        with CpuTime(running.proc.pid, running.whole_tree) as cpu:
+            small = run_client(f"ws-{key}-small", url, load.connections, load.size,
+                               load.duration)
         row.figures.update(msgs=small.messages / small.seconds, p50=small.p50_ms,
                            p99=small.p99_ms)
+        if small.messages:
+            row.figures["cpu_msg"] = 1e6 * cpu.seconds / small.messages
         if small.errors:
             row.notes.append(f"{load.size} B: {small.errors} errors")
         log(f"{key}: {load.bulk_size} B ping-pong for {load.bulk_duration:g}s")
         try:
-            bulk = run_client(f"ws-{key}-bulk", url, load.bulk_connections, load.bulk_size,
-                              load.bulk_duration)
+            with CpuTime(running.proc.pid, running.whole_tree) as cpu:
+                bulk = run_client(f"ws-{key}-bulk", url, load.bulk_connections,
+                                  load.bulk_size, load.bulk_duration)
         except TargetFailed as error:
             row.notes.append(f"bulk failed: {error}")
             return
         row.figures["bulk"] = mib(bulk.bytes) / bulk.seconds
+        if bulk.bytes:
+            row.figures["cpu_mib"] = 1e3 * cpu.seconds / mib(bulk.bytes)
         if bulk.errors:
             row.notes.append(f"bulk: {bulk.errors} errors")
 
@@ -143,6 +152,7 @@ class WsMode(Mode):
             "client and backend: Node with the npm `ws` package, no compression; all on "
             "127.0.0.1 on this one machine",
             rss_settings("one echoed 64 B message"),
+            CPU_SETTINGS,
         ]
 
     def ratios(self, rows: dict[str, Row]) -> list[str]:
@@ -157,4 +167,10 @@ class WsMode(Mode):
                   ("nginx-proxy", "bulk"), "higher is better"),
             ratio(rows, "hubtwist / CHP, idle RSS", ("hubtwist", "rss_idle"),
                   ("chp", "rss_idle"), "lower is better"),
+            ratio(rows, "hubtwist / CHP, 1 MiB MiB/s", ("hubtwist", "bulk"), ("chp", "bulk"),
+                  "higher is better"),
+            ratio(rows, "hubtwist / CHP, CPU per 64 B message", ("hubtwist", "cpu_msg"),
+                  ("chp", "cpu_msg"), "lower is better"),
+            ratio(rows, "hubtwist / CHP, CPU per 1 MiB MiB", ("hubtwist", "cpu_mib"),
+                  ("chp", "cpu_mib"), "lower is better"),
         ]
