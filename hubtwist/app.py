@@ -79,7 +79,8 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
     router = Router(config, keepers, forwarder)
     protection = await protect(
         reactor, router, config, auth or resolve_auth({}, config),
-        activity=lambda: [keeper.last_activity for keeper in keepers.values()])
+        activity=lambda: [keeper.last_activity
+                          for keeper in [*keepers.values(), *router.port_keepers()]])
     site = StreamingSite(protection.resource, max_body_size=config.max_body_size)
     site.noisy = False  # no "Starting factory" line per listen
     # twisted.web formats a combined-log line for every request even when nothing keeps

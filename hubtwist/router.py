@@ -54,6 +54,11 @@ class Router(Resource):
         # Ports hubtwist itself listens on: /proxy/<own port>/ would loop back into itself.
         self.own_ports: set[int] = set()
 
+    def port_keepers(self) -> list:
+        """The keepers of the C{/proxy/PORT/} targets used so far (their activity counts
+        as the user's, as in jupyter-server-proxy)."""
+        return [route.keeper for route in self._port_routes.values()]
+
     def route_for(self, path: bytes) -> Route | None:
         """
         The route of an app that C{path} (without its query) is proxied along, when

@@ -163,6 +163,20 @@ class WebSocketBridge:
             session.abort()
 
 
+_NOT_OWN = frozenset({b"server", b"date", b"content-type", b"content-length"})
+
+
+def own_headers(request, given) -> list[tuple[bytes, bytes]]:
+    """
+    The response headers hubtwist itself put on C{request} before bridging it (the Hub
+    gate's C{X-JupyterHub-Version}, say), for the 101 the bridge writes by hand; not
+    twisted.web's defaults, and not a name C{given} (the app's) already has.
+    """
+    taken = {name.lower() for name, _ in given} | _NOT_OWN
+    return [(name, value) for name, values in request.responseHeaders.getAllRawHeaders()
+            if name.lower() not in taken for value in values]
+
+
 def _bad_handshake(request) -> str:
     if request.clientproto != b"HTTP/1.1":
         return "A WebSocket handshake must use HTTP/1.1."
@@ -486,7 +500,7 @@ class SpliceSession(_Session):
             if lower in (b"set-cookie", b"location", b"content-location"):
                 value = rewrite_response_header(self.request, self.route, lower, value)
             headers.append((name, value))
-        self.accept(switching_protocols(headers), rest)
+        self.accept(switching_protocols(own_headers(self.request, headers) + headers), rest)
 
     def flow(self):
         on_messages = self._messages if self.touch is not None else None
@@ -633,7 +647,7 @@ class RawSession(_Session):
         chosen = select_raw_subprotocol(request.requestHeaders.getRawHeaders(b"sec-websocket-protocol", []))
         if chosen is not None:
             headers.append((b"Sec-WebSocket-Protocol", chosen))
-        self.accept(switching_protocols(headers), b"")
+        self.accept(switching_protocols(own_headers(request, headers) + headers), b"")
 
     def _handshake_data(self, data: bytes) -> None:
         pass  # not reached: the 101 goes out as soon as the socket is connected

@@ -289,6 +289,7 @@ async def test_websocket_handshakes_are_authenticated_like_http(hubtwist, fake_h
     by_header = await deferToThread(_handshake, port, "/user/alice/ws/echo",
                                     {"Authorization": "token alice-token"})
     assert by_header.startswith(b"HTTP/1.1 101"), by_header
+    assert b"\r\nx-jupyterhub-version: 6.1.1\r\n" in by_header.lower()  # as on every answer
     wrong_user = await deferToThread(_handshake, port, "/user/alice/ws/echo?token=bob-token", {})
     assert wrong_user.startswith(b"HTTP/1.1 403"), wrong_user
 
@@ -334,6 +335,9 @@ async def test_real_activity_is_reported_to_the_hub(hubtwist, fake_hub):
     assert set(report) == {"servers", "last_activity"} and set(report["servers"]) == {""}
     await sleep(0.8)
     assert len(fake_hub.activity) == 1  # idle: no more reports
+    app_port = ht.keepers["app"].address.port
+    await (await treq.get(f"{ht.url}/user/alice/proxy/{app_port}/echo", headers=headers)).content()
+    await poll(lambda: len(fake_hub.activity) == 2, 5, message="a report for /proxy/PORT/")
 
 
 @pytest_twisted.ensureDeferred
