@@ -77,11 +77,33 @@ class Route:
         return self.exclude is None or not self.exclude.search(target.decode("latin-1"))
 
 
-class _Exchange:
+class Relaying:
+    """
+    The start of relaying the app's answer, shared by L{_Exchange} and the lean path's
+    exchange: subclasses have C{pending}, C{client_gone}, C{delivering} (the body was handed
+    to C{deliver}) and C{_relay(response)}; an error in C{_relay} goes on to the errback.
+    """
+
+    __slots__ = ()
+
+    def _response(self, response: UpstreamResponse) -> None:
+        self.pending = None
+        if self.client_gone:
+            response.deliver(_ignore, _ignore).stopProducing()
+            return
+        try:
+            self._relay(response)
+        except Exception:
+            if not self.delivering:  # the app's connection is still ours to drop
+                response.deliver(_ignore, _ignore).stopProducing()
+            raise
+
+
+class _Exchange(Relaying):
     """One proxied request: waiting for the app, the upstream request, the relay."""
 
     __slots__ = ("forwarder", "request", "route", "client_gone", "pending", "flow", "target",
-                 "timed_out")
+                 "timed_out", "delivering")
 
     def __init__(self, forwarder: "Forwarder", request, route: Route) -> None:
         self.forwarder = forwarder
@@ -92,6 +114,7 @@ class _Exchange:
         self.flow = None  # the response body's producer, once it streams
         self.target = b""
         self.timed_out = False
+        self.delivering = False  # the response body was handed to deliver()
         request.notifyFinish().addErrback(self._client_lost)
 
     def _client_lost(self, _failure) -> None:
@@ -158,6 +181,7 @@ class _Exchange:
                                onTimeoutCancel=self._timeout_cancelled)
         self.pending = sending
         sending.addCallbacks(self._response, self._upstream_failed, errbackArgs=(address,))
+        sending.addErrback(self._relay_failed)
 
     def _timeout_cancelled(self, result, timeout):
         # Agent reports a cancelled request as ResponseNeverReceived; remember why.
@@ -170,12 +194,20 @@ class _Exchange:
             return
         send_upstream_error(self.request, failure, self.route, address, self.timed_out)
 
-    def _response(self, response: UpstreamResponse) -> None:
-        self.pending = None
+    def _relay_failed(self, failure) -> None:
+        """A bug while relaying the response (not the app's failure): log it, drop the
+        app's connection and answer 502 (or end the response if it has started)."""
+        log.failure("Error while relaying the response of {server}", failure,
+                    server=self.route.keeper.name)
+        if self.flow is not None:
+            self.flow.stopProducing()
+            self.flow = None
+        if not self.client_gone:
+            send_error(self.request, 502, "Bad gateway",
+                       f"hubtwist could not relay the answer of {self.route.keeper.name!r}.")
+
+    def _relay(self, response: UpstreamResponse) -> None:
         request, route = self.request, self.route
-        if self.client_gone:
-            response.deliver(_ignore, _ignore).stopProducing()
-            return
         if route.counts_as_activity(self.target):
             route.keeper.touch()
         headers = response.headers
@@ -194,19 +226,24 @@ class _Exchange:
             out.addRawHeader(name, value)
         if response.length is not None and request.method != b"HEAD":
             out.setRawHeaders(b"content-length", [b"%d" % response.length])
-        self.flow = response.deliver(request.write, self.body_done)
-        if not request.finished and not self.client_gone:
-            if not request.startedWriting:
-                # No body yet (an SSE stream, a slow app): send the head now, so the client
-                # sees the response start; small responses go out head and body together.
-                request.write(b"")
-            request.registerProducer(self.flow, True)
+        self.delivering = True
+        flow = response.deliver(request.write, self.body_done)
+        if request.finished or self.client_gone:
+            return  # all delivered already (its connection may serve another request now)
+        self.flow = flow
+        if not request.startedWriting:
+            # No body yet (an SSE stream, a slow app): send the head now, so the client
+            # sees the response start; small responses go out head and body together.
+            request.write(b"")
+        request.registerProducer(flow, True)
 
     def _buffer_and_rewrite(self, response: UpstreamResponse, headers) -> None:
         """C{rewrite_response}: the whole body is read, rewritten, then sent."""
         chunks: list[bytes] = []
+        ended = []
 
         def done(failure) -> None:
+            ended.append(True)
             self.flow = None
             if failure is not None:
                 self._rewrite_failed(failure)
@@ -216,7 +253,10 @@ class _Exchange:
             except Exception:
                 self._rewrite_failed(Failure())
 
-        self.flow = response.deliver(chunks.append, done)
+        self.delivering = True
+        flow = response.deliver(chunks.append, done)
+        if not ended:
+            self.flow = flow
 
     def _send_rewritten(self, body: bytes, response, headers) -> None:
         self.pending = None
@@ -375,6 +415,7 @@ class Forwarder:
                  for value in values]
         pairs += [(name, values[0]) for name, values in forwarded.items()]
         if not host:
+            pairs = [(name, value) for name, value in pairs if name.lower() != b"host"]
             pairs.append((b"Host", address.describe().encode("idna") if address.kind == "tcp" else b"localhost"))
         if override:
             values = template_values(address.port, address.path, route.public_base)

@@ -30,22 +30,27 @@ import re
 
 from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.web.http import RESPONSES, datetimeToString
 
+from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.forward import (
-    _REWRITTEN, rewrite_response_header, send_upstream_error,
+    _REWRITTEN, Relaying, rewrite_response_header, send_upstream_error,
 )
-from hubtwist.proxy.rewrite import backend_path
+from hubtwist.proxy.rewrite import backend_path, is_header_name
 from hubtwist.proxy.sending import allow_bulk, direct_writer
 from hubtwist.supervise import State
 
 __all__ = ["LeanChannel", "LeanFactory", "lean_description", "lean_possible"]
 
+log = Logger(namespace="hubtwist.proxy")
 
-MAX_HEAD = 16 * 1024  # larger heads go to twisted.web (which has its own limits)
+
+MAX_HEAD = 16 * 1024  # larger heads go to twisted.web (its own limit: 16 KiB, then 400)
+MAX_HEADERS = 500  # more header lines go to twisted.web (its own limit: 500, then 400)
 MAX_PIPELINED = 64 * 1024  # read ahead while a request is in flight, at most
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+ABORT_TIMEOUT = 15.0  # after an idle timeout, for a client that does not read what is queued
 _TARGET = re.compile(rb"/[\x21-\x7e]*")  # origin-form, visible ASCII only
 _LEAN_METHODS = frozenset({b"GET", b"HEAD"})
 _NOT_LEAN_HEADERS = frozenset({
@@ -115,6 +120,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._paused = False
         self._close_after = False
         self._client_host = b"127.0.0.1"
+        self._abort_call = None
         self.send = None
 
     def connectionMade(self) -> None:
@@ -141,6 +147,9 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._next()
 
     def timeoutConnection(self) -> None:
+        # As twisted.web does: close, and drop the connection if what is queued for a
+        # client that does not read keeps it open.
+        self._abort_call = self.callLater(ABORT_TIMEOUT, self.transport.abortConnection)
         self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
@@ -148,6 +157,8 @@ class LeanChannel(Protocol, TimeoutMixin):
             self._channel.connectionLost(reason)
             return
         self.setTimeout(None)
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
             exchange.client_lost()
@@ -163,6 +174,9 @@ class LeanChannel(Protocol, TimeoutMixin):
         if end < 0:
             if len(buffer) > MAX_HEAD:
                 self._hand_over()
+            return
+        if end > MAX_HEAD:
+            self._hand_over()
             return
         head = buffer[:end]
         parsed = _parse(head)
@@ -234,9 +248,12 @@ def _parse(head: bytes):
     C{None}: only HTTP/1.1 GET/HEAD in origin form, well-formed header lines with token
     names, no body, no upgrade, no line folding, CR and LF only as line ends.
     """
-    if head.count(b"\r") != head.count(b"\n") or head.count(b"\r\n") != head.count(b"\n"):
+    if (head.count(b"\r") != head.count(b"\n") or head.count(b"\r\n") != head.count(b"\n")
+            or b"\x00" in head):
         return None
     lines = head.split(b"\r\n")
+    if len(lines) > MAX_HEADERS + 1:
+        return None
     request_line = lines[0].split(b" ")
     if len(request_line) != 3:
         return None
@@ -248,7 +265,7 @@ def _parse(head: bytes):
     close = False
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or _TOKEN.fullmatch(name) is None:
+        if not colon or not is_header_name(name):
             return None
         value = value.strip(b" \t")
         lower = name.lower()
@@ -271,12 +288,12 @@ def _parse(head: bytes):
     return method, target, list(headers.values()), close
 
 
-class _LeanExchange:
+class _LeanExchange(Relaying):
     """One request on the lean path: to the app and back."""
 
     __slots__ = ("channel", "route", "method", "target", "headers", "pending", "flow",
-                 "timed_out", "gone", "corked", "chunked", "address", "finished",
-                 "startedWriting", "error_code", "error_headers")
+                 "timed_out", "client_gone", "corked", "chunked", "address", "finished",
+                 "startedWriting", "error_code", "error_headers", "delivering")
 
     def __init__(self, channel: LeanChannel, route, method: bytes, target: bytes,
                  headers) -> None:
@@ -288,7 +305,7 @@ class _LeanExchange:
         self.pending = None
         self.flow = None
         self.timed_out = False
-        self.gone = False
+        self.client_gone = False
         self.corked: list[bytes] | None = None
         self.chunked = False
         self.address = None
@@ -297,6 +314,7 @@ class _LeanExchange:
         self.startedWriting = False
         self.error_code = 502
         self.error_headers: list[tuple[bytes, bytes]] = []
+        self.delivering = False
 
     def start(self) -> None:
         route = self.route
@@ -304,24 +322,32 @@ class _LeanExchange:
         address = self.address = route.keeper.address
         channel = self.channel
         forwarder = channel._forwarder
-        app_target = backend_path(self.target, route.prefix, config.absolute_url,
-                                  route.mappath)
+        try:
+            app_target = backend_path(self.target, route.prefix, config.absolute_url,
+                                      route.mappath)
+            headers = forwarder.headers_for(self.headers, channel._client_host, False, route,
+                                            address)
+        except Exception:  # a mappath callable failed, say: twisted.web would answer 500
+            log.failure("Error while preparing a request for {server}",
+                        server=route.keeper.name)
+            send_error(self, 500, "Internal error",
+                       f"hubtwist could not prepare the request for {route.keeper.name!r}.")
+            return
         self.target = app_target
-        headers = forwarder.headers_for(self.headers, channel._client_host, False, route,
-                                        address)
         sending = forwarder.upstream.request(address, self.method, app_target, headers, None)
         if config.request_timeout:
             sending.addTimeout(config.request_timeout, forwarder.reactor,
                                onTimeoutCancel=self._timeout_cancelled)
         self.pending = sending
         sending.addCallbacks(self._response, self._failed)
+        sending.addErrback(self._relay_failed)
 
     def _timeout_cancelled(self, result, timeout):
         self.timed_out = True
         return result
 
     def client_lost(self) -> None:
-        self.gone = True
+        self.client_gone = True
         if self.pending is not None:
             self.pending.cancel()
         if self.flow is not None:
@@ -331,15 +357,28 @@ class _LeanExchange:
 
     def _failed(self, failure) -> None:
         self.pending = None
-        if self.gone:
+        if self.client_gone:
             return  # cancelled because the client left
         send_upstream_error(self, failure, self.route, self.address, self.timed_out)
 
-    def _response(self, response) -> None:
-        self.pending = None
-        if self.gone:
-            response.deliver(_ignore, _ignore).stopProducing()
+    def _relay_failed(self, failure) -> None:
+        """A bug while relaying the response: log it, drop the app's connection, answer
+        502 (or close the client's connection if the response has started)."""
+        log.failure("Error while relaying the response of {server}", failure,
+                    server=self.route.keeper.name)
+        if self.flow is not None:
+            self.flow.stopProducing()
+            self.flow = None
+        if self.client_gone or self.finished:
             return
+        if self.startedWriting:
+            self.loseConnection()
+        else:
+            self.corked = None
+            send_error(self, 502, "Bad gateway",
+                       f"hubtwist could not relay the answer of {self.route.keeper.name!r}.")
+
+    def _relay(self, response) -> None:
         route = self.route
         if route.counts_as_activity(self.target):
             route.keeper.touch()
@@ -359,10 +398,11 @@ class _LeanExchange:
         if self.channel._close_after:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
-        self.startedWriting = True
         # Head and the body bytes already in (all of a small response) go out in one send.
         self.corked = lines
+        self.delivering = True
         flow = response.deliver(self._write, self._body_done)
+        self.startedWriting = True
         if self.finished:
             return  # delivered and sent already; the connection may serve another request
         self._flush()
@@ -379,7 +419,7 @@ class _LeanExchange:
 
     def _body_done(self, failure) -> None:
         registered, self.flow = self.flow is not None, None
-        if self.gone:
+        if self.client_gone:
             return
         if registered:
             self.channel.transport.unregisterProducer()
@@ -403,9 +443,10 @@ class _LeanExchange:
     # -- what send_error and rewrite_response_header use of a request --------------------
 
     def getHeader(self, name: bytes) -> bytes | None:
+        """The last value of header C{name}, as twisted.web's C{Request.getHeader}."""
         for entry_name, values in self.headers:
             if entry_name.lower() == name:
-                return values[0]
+                return values[-1]
         return None
 
     def isSecure(self) -> bool:
@@ -435,7 +476,3 @@ class _LeanExchange:
     def loseConnection(self) -> None:
         self.finished = True
         self.channel.exchange_done(reusable=False)
-
-
-def _ignore(*_args) -> None:
-    pass

@@ -6,6 +6,7 @@ back under the public prefix. Values in, values out; no reactor.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +15,26 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
     b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"content-length",
 })
+
+
+# RFC 9110 5.1: a header name is a token.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_LINE_BREAKS = b"\x00\r\n"
+
+
+def is_header_name(name: bytes) -> bool:
+    """Whether C{name} is a valid header name (a token)."""
+    return _TOKEN.fullmatch(name) is not None
+
+
+def has_line_breaks(value: bytes) -> bool:
+    """Whether C{value} holds a CR, LF or NUL (never valid in a header, RFC 9110 5.5)."""
+    return len(value.translate(None, _LINE_BREAKS)) != len(value)
+
+
+def without_line_breaks(value: bytes) -> bytes:
+    """C{value} with every CR, LF and NUL replaced by a space (what twisted.web does)."""
+    return value.replace(b"\r", b" ").replace(b"\n", b" ").replace(b"\x00", b" ")
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[bytes, list[bytes]]]) -> list[tuple[bytes, list[bytes]]]:
@@ -91,7 +112,10 @@ def rewrite_location(
     - relative references and other origins pass unchanged (no open redirect is created:
       only the app's own origin is rewritten, and only onto ours).
     """
-    parts = urlsplit(location)
+    try:
+        parts = urlsplit(location)
+    except ValueError:  # not a URL (an unbalanced "[", say): left as the app sent it
+        return location
     if parts.scheme in ("http", "https") and _is_backend_origin(parts.netloc, backend_netlocs):
         path = parts.path or "/"
         if not absolute_url:

@@ -25,6 +25,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+from hubtwist.proxy.rewrite import HOP_BY_HOP, has_line_breaks, is_header_name, without_line_breaks
 from hubtwist.proxy.sending import direct_writer
 from hubtwist.supervise import BackendAddress
 
@@ -154,27 +155,39 @@ class _Connection(Protocol):
             return _INTERIM
         headers = []
         length = None
+        declared_length = None
+        named = ()  # headers the app's Connection header makes hop-by-hop
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
-            if not sep:
-                continue
+            if not sep or not is_header_name(name):
+                continue  # not a header line; twisted.web would refuse to send it anyway
             value = value.strip()
+            if has_line_breaks(value):
+                value = without_line_breaks(value)  # a lone CR/LF must not start a header
             lower = name.lower()
             if lower == b"content-length":
                 length = int(value) if value.isdigit() else None
+                declared_length = (name, value)
             elif lower == b"transfer-encoding":
                 self._chunked = b"chunked" in value.lower()
             elif lower == b"connection":
-                if b"close" in value.lower():
+                tokens = [token.strip() for token in value.lower().split(b",")]
+                if b"close" in tokens:
                     self._reusable = False
-            elif lower != b"keep-alive":
+                named = (*named, *tokens)
+            elif lower not in HOP_BY_HOP:
                 headers.append((name, value))
+        if named:
+            headers = [(name, value) for name, value in headers if name.lower() not in named]
         if status[0] == b"HTTP/1.0":
             self._reusable = False
         self._head_done = True
         if self._method_head or code in (204, 304):
             self._remaining, self._chunked = 0, False
-            length = 0 if self._method_head else length
+            if self._method_head:
+                length = 0
+                if declared_length is not None:  # what a GET would get: no body follows
+                    headers.append(declared_length)
         elif self._chunked:
             self._remaining, length = None, None
         elif length is not None:
@@ -183,7 +196,10 @@ class _Connection(Protocol):
             self._until_close, self._reusable, self._remaining = True, False, None
         waiting, self._waiting = self._waiting, None
         self._pending_body = rest
-        waiting.callback(UpstreamResponse(code, status[2] if len(status) > 2 else b"", headers, length, self))
+        phrase = status[2] if len(status) > 2 else b""
+        if has_line_breaks(phrase):
+            phrase = without_line_breaks(phrase)
+        waiting.callback(UpstreamResponse(code, phrase, headers, length, self))
         return True
 
     def _fail_head(self, why: str) -> None:

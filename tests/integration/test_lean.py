@@ -12,6 +12,8 @@ import socket
 
 import pytest
 import pytest_twisted
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 
 from hubtwist.app import serve
@@ -186,21 +188,40 @@ async def test_pipelined_requests_are_answered_in_order(hubtwist):
     assert closed
 
 
-@pytest.mark.parametrize("head, status", [
-    (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n", 400),  # space in a name
-    (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nX: a\nb\r\n\r\n", 400),  # a bare LF
-    # unusual but accepted by twisted.web: left to it
-    (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 200),
-    (b"GET /app/echo HTTP/1.1\r\n\r\n", 200),
-    (b"GET /app/echo HTTP/1.0\r\n\r\n", 200),
-])
+HEADS_LEFT_TO_TWISTED_WEB = {
+    # (head, its answer; None: closed without one)
+    "space-in-name": (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n", 400),
+    "bare-lf": (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nX: a\nb\r\n\r\n", 400),
+    "nul": (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
+    "600-headers": (b"GET /app/echo HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 600 + b"\r\n",
+                    400),
+    "40k-line": (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 40000 + b"\r\n\r\n",
+                 None),
+    # unusual but accepted by twisted.web
+    "two-hosts": (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 200),
+    "no-host": (b"GET /app/echo HTTP/1.1\r\n\r\n", 200),
+    "http-1.0": (b"GET /app/echo HTTP/1.0\r\n\r\n", 200),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEADS_LEFT_TO_TWISTED_WEB))
 @pytest_twisted.ensureDeferred
-async def test_heads_it_does_not_take_are_answered_by_twisted_web(hubtwist, head, status):
+async def test_heads_it_does_not_take_are_answered_by_twisted_web(hubtwist, case):
+    head, status = HEADS_LEFT_TO_TWISTED_WEB[case]
     ht = await hubtwist()
 
+    def client():
+        c = Client(ht.port)
+        try:
+            c.send(head)
+            return None if c.closed() else c.response()[0]
+        except ConnectionError:
+            return None
+        finally:
+            c.close()
+
     before = ht.lean.served
-    [(answer, _, _)] = await in_thread(one_connection, ht.port, head)
-    assert answer == status
+    assert await in_thread(client) == status
     assert ht.lean.served == before
 
 
@@ -236,3 +257,77 @@ async def test_behind_the_token_gate_only_requests_with_the_token_header_are_lea
         get("/app/echo", "Authorization: bearer not-it\r\nAccept: application/json\r\n"))
     assert wrong == 401
     assert ht.lean.served - before == 1
+
+
+# -- what an app sends that must not reach the client as is (both paths) -----------------------
+
+CANNED = {
+    b"/inject": (b"HTTP/1.1 200 OK\r\nX-A: a\nSet-Cookie: injected=1\r\nBad Name: x\r\n"
+                 b"Connection: X-Private\r\nX-Private: secret\r\nContent-Length: 2\r\n\r\nok"),
+    b"/bad-location": (b"HTTP/1.1 302 Found\r\nLocation: http://[oops/\r\n"
+                       b"Content-Length: 0\r\n\r\n"),
+    b"/head": b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+}
+
+
+class _CannedApp(Protocol):
+    """Answers each request with CANNED[path], byte for byte (an app we do not trust)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            request_line = head.split(b"\r\n")[0].split(b" ")
+            length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")]
+            self.buffer = self.buffer[length[0]:] if length else self.buffer
+            self.transport.write(CANNED[request_line[1].partition(b"?")[0]])
+
+
+@pytest.fixture
+def canned_app():
+    factory = Factory.forProtocol(_CannedApp)
+    port = pytest_twisted.blockon(
+        TCP4ServerEndpoint(reactor(), 0, interface="127.0.0.1").listen(factory))
+    yield port.getHost().port
+    pytest_twisted.blockon(port.stopListening())
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "ordinary"])
+@pytest_twisted.ensureDeferred
+async def test_an_app_s_header_tricks_do_not_reach_the_client(hubtwist, canned_app, lean):
+    ht = await hubtwist(servers={"canned": {"port": canned_app}})
+    # a GET takes the lean path; with a body the same request takes twisted.web's
+    method, extra, payload = ("GET", "", "") if lean else ("POST", "Content-Length: 1\r\n", "x")
+
+    def request(path: str) -> bytes:
+        return f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n{payload}".encode()
+
+    before = ht.lean.served
+    injected, located = await in_thread(
+        one_connection, ht.port, request("/canned/inject"), request("/canned/bad-location"))
+    assert injected[0] == 200 and injected[2] == b"ok"
+    assert b"set-cookie" not in injected[1]  # the lone LF did not start a header
+    assert injected[1][b"x-a"] == [b"a Set-Cookie: injected=1"]
+    assert b"bad name" not in injected[1] and b"x-private" not in injected[1]
+    assert located[0] == 302 and located[1][b"location"] == [b"http://[oops/"]
+    assert (ht.lean.served - before == 2) is lean
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_keeps_the_app_s_content_length(hubtwist, canned_app):
+    ht = await hubtwist(servers={"canned": {"port": canned_app}})
+
+    def client():
+        c = Client(ht.port)
+        try:
+            c.send(get("/canned/head", method="HEAD"))
+            return c.response(head_request=True)
+        finally:
+            c.close()
+
+    status, headers, body = await in_thread(client)
+    assert status == 200 and headers[b"content-length"] == [b"1234"] and body == b""
