@@ -81,7 +81,7 @@ class Relaying:
     """
     The start of relaying the app's answer, shared by L{_Exchange} and the lean path's
     exchange: subclasses have C{pending}, C{client_gone}, C{delivering} (the body was handed
-    to C{deliver}) and C{_relay(response)}; an error in C{_relay} goes on to the errback.
+    to C{deliver}), C{_relay(response)} and C{_relay_failed(failure)} for an error in it.
     """
 
     __slots__ = ()
@@ -94,9 +94,10 @@ class Relaying:
         try:
             self._relay(response)
         except Exception:
+            failure = Failure()
             if not self.delivering:  # the app's connection is still ours to drop
                 response.deliver(_ignore, _ignore).stopProducing()
-            raise
+            self._relay_failed(failure)
 
 
 class _Exchange(Relaying):
@@ -181,7 +182,6 @@ class _Exchange(Relaying):
                                onTimeoutCancel=self._timeout_cancelled)
         self.pending = sending
         sending.addCallbacks(self._response, self._upstream_failed, errbackArgs=(address,))
-        sending.addErrback(self._relay_failed)
 
     def _timeout_cancelled(self, result, timeout):
         # Agent reports a cancelled request as ResponseNeverReceived; remember why.

@@ -340,7 +340,6 @@ class _LeanExchange(Relaying):
                                onTimeoutCancel=self._timeout_cancelled)
         self.pending = sending
         sending.addCallbacks(self._response, self._failed)
-        sending.addErrback(self._relay_failed)
 
     def _timeout_cancelled(self, result, timeout):
         self.timed_out = True

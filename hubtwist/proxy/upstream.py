@@ -153,6 +153,9 @@ class _Connection(Protocol):
         code = int(status[1])
         if 100 <= code < 200 and code != 101:
             return _INTERIM
+        # A lone CR or LF, or a NUL, is rare: look for them in the whole head first.
+        suspect = (b"\x00" in head or head.count(b"\r") != len(lines) - 1
+                   or head.count(b"\n") != len(lines) - 1)
         headers = []
         length = None
         declared_length = None
@@ -162,7 +165,7 @@ class _Connection(Protocol):
             if not sep or not is_header_name(name):
                 continue  # not a header line; twisted.web would refuse to send it anyway
             value = value.strip()
-            if has_line_breaks(value):
+            if suspect and has_line_breaks(value):
                 value = without_line_breaks(value)  # a lone CR/LF must not start a header
             lower = name.lower()
             if lower == b"content-length":
@@ -197,7 +200,7 @@ class _Connection(Protocol):
         waiting, self._waiting = self._waiting, None
         self._pending_body = rest
         phrase = status[2] if len(status) > 2 else b""
-        if has_line_breaks(phrase):
+        if suspect and has_line_breaks(phrase):
             phrase = without_line_breaks(phrase)
         waiting.callback(UpstreamResponse(code, phrase, headers, length, self))
         return True
