@@ -111,3 +111,10 @@ def try_get(url: str, timeout: float = 5):
         return http_get(url, timeout)
     except OSError:
         return None
+
+
+def byte_pattern(size: int) -> bytes:
+    """What tests/apps/httpapp.py's /bytes/SIZE sends: 64 KiB block i is the 4-byte
+    big-endian i, repeated (so a lost, doubled or reordered piece shows)."""
+    blocks = (size + 65535) // 65536
+    return b"".join(index.to_bytes(4, "big") * 16384 for index in range(blocks))[:size]

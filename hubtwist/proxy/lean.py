@@ -40,6 +40,7 @@ from hubtwist.proxy.forward import (
 )
 from hubtwist.proxy.rewrite import backend_path, is_header_name
 from hubtwist.proxy.sending import allow_bulk, direct_writer
+from hubtwist.proxy.splicing import spliceable
 from hubtwist.supervise import State
 
 __all__ = ["LeanChannel", "LeanFactory", "lean_description", "lean_possible"]
@@ -76,7 +77,7 @@ class LeanFactory(Factory):
     C{admit}, when a gate stands in front of the router, is the gate's own check for the
     lean path: C{admit(headers)} returns the headers to forward, or C{None} to leave the
     request to the gate on the ordinary path. C{served} counts the requests the lean path
-    answered.
+    answered, C{spliced} the bodies it moved with splice(2) (L{hubtwist.proxy.splicing}).
     """
 
     noisy = False
@@ -87,6 +88,7 @@ class LeanFactory(Factory):
         self.forwarder = forwarder
         self.admit = admit
         self.served = 0
+        self.spliced = 0
 
     def doStart(self) -> None:
         self.site.doStart()
@@ -397,9 +399,19 @@ class _LeanExchange(Relaying):
         if self.channel._close_after:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
+        self.delivering = True
+        transport = self.channel.transport
+        if not no_body and not self.chunked and response.splice_ready(transport):
+            # A large download: the head and what came with it now, the rest in the kernel.
+            self.startedWriting = True
+            self.channel.send(b"".join(lines) + response.take_read_ahead())
+            if spliceable(transport):
+                self.channel._lean.spliced += 1
+                self.flow = response.splice_to(transport, self._spliced)
+                return
+            lines = []  # the client did not take it all at once: the ordinary relay
         # Head and the body bytes already in (all of a small response) go out in one send.
         self.corked = lines
-        self.delivering = True
         flow = response.deliver(self._write, self._body_done)
         self.startedWriting = True
         if self.finished:
@@ -407,6 +419,14 @@ class _LeanExchange(Relaying):
         self._flush()
         self.flow = flow
         self.channel.transport.registerProducer(flow, True)
+
+    def _spliced(self, failure) -> None:
+        self.flow = None
+        if self.client_gone:
+            return
+        self.finished = True
+        # Cut short (the app's side or the client's broke): the client must see it.
+        self.channel.exchange_done(reusable=failure is None)
 
     def _write(self, data: bytes) -> None:
         if self.chunked:

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from hubtwist.proxy.rewrite import HOP_BY_HOP, has_line_breaks, is_header_name, without_line_breaks
 from hubtwist.proxy.sending import direct_writer
+from hubtwist.proxy.splicing import HAVE_SPLICE, SPLICE_MIN, BodySplice, spliceable
 from hubtwist.supervise import BackendAddress
 
 MAX_HEAD = 65536
@@ -60,6 +61,23 @@ class UpstreamResponse:
         """
         return self._connection.deliver(write, done)
 
+    def splice_ready(self, sink) -> bool:
+        """Whether the rest of the body can go to C{sink} (a client transport) by splice:
+        a fixed length of at least L{SPLICE_MIN}, plain sockets on both sides."""
+        return self._connection._splice_ready(sink)
+
+    def take_read_ahead(self) -> bytes:
+        """The body bytes read together with the head (to send before a splice)."""
+        return self._connection._take_read_ahead()
+
+    def splice_to(self, sink, done: Callable[[Failure | None], None]):
+        """
+        Move the rest of the body to C{sink} in the kernel (L{BodySplice}); C{done} as in
+        L{deliver}, with a L{ClientGone} failure when the client's side broke. Returns a
+        producer whose C{stopProducing} stops the move and drops the app's connection.
+        """
+        return self._connection._splice_to(sink, done)
+
 
 class _Connection(Protocol):
     """One keep-alive HTTP/1.1 connection to an app."""
@@ -71,6 +89,7 @@ class _Connection(Protocol):
         self.reused = False
         self.idle_since = 0.0
         self.send_now = None  # the transport's direct writer, once connected
+        self._splice = None  # a BodySplice moving the body, meanwhile
 
     def connectionMade(self) -> None:
         self.send_now = direct_writer(self.transport)
@@ -289,6 +308,45 @@ class _Connection(Protocol):
     def _body_finished(self) -> None:
         self._end_body(None)
 
+    # -- splicing (see hubtwist.proxy.splicing) ----------------------------------------------
+
+    def _splice_ready(self, sink) -> bool:
+        return (HAVE_SPLICE and not self._chunked and not self._until_close
+                and self._write is None and self._remaining is not None
+                and self._remaining - len(self._pending_body) >= SPLICE_MIN
+                and spliceable(self.transport) and spliceable(sink))
+
+    def _take_read_ahead(self) -> bytes:
+        pending, self._pending_body = self._pending_body, b""
+        self._remaining -= len(pending)
+        return pending
+
+    def _splice_to(self, sink, done):
+        self._done = done
+        self._write = _no_write  # nothing reaches the protocol while the kernel moves it
+        self._splice = BodySplice(self._pool._reactor, self.transport, sink, self._remaining,
+                                  self._spliced)
+        self._splice.start()
+        return _SpliceFlow(self)
+
+    def _spliced(self, failure: Failure | None) -> None:
+        self._splice = None
+        if failure is None:
+            self._remaining = 0
+            self._end_body(None)
+            return
+        self._reusable = False
+        self._end_body(failure)
+        self.transport.abortConnection()
+
+    def _stop_splice(self) -> None:
+        splice, self._splice = self._splice, None
+        if splice is not None:
+            splice.stop()
+        self._reusable = False
+        self._done = self._write = None
+        self.transport.abortConnection()
+
     def _end_body(self, failure: Failure | None) -> None:
         done, self._done, self._write = self._done, None, None
         if done is None:
@@ -319,6 +377,26 @@ class _Connection(Protocol):
                 self._end_body(None)
             else:
                 self._end_body(Failure(UpstreamError("the app closed the connection mid-response")))
+
+
+def _no_write(_data: bytes) -> None:
+    pass
+
+
+class _SpliceFlow:
+    """The producer of a spliced body: only stopping it means anything (the pipe paces)."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self._connection._stop_splice()
 
 
 class _BodyFlow:

@@ -10,7 +10,8 @@ A small real HTTP app for tests, stdlib only, on a TCP port or a unix socket.
              --ignore-term       ignore SIGTERM (tests the SIGKILL escalation)
              --print TEXT        print TEXT on stdout and stderr at start
 
-Routes: /echo (method, path, headers, body length, sha256), /bytes/N (N bytes, streamed),
+Routes: /echo (method, path, headers, body length, sha256), /bytes/N (N bytes, streamed:
+64 KiB block i is the 4-byte big-endian i, repeated; tests.helpers.byte_pattern makes them),
 /chunked?n=K (a chunked response),
 /sse?n=K&interval=S (server-sent events), /redirect?to=X (302), /slow?s=S,
 /set-cookie, /status/N, /pid, anything else: 200 "hello from httpapp".
@@ -94,11 +95,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(size))
             self.send_header("Content-Type", "application/octet-stream")
             self.end_headers()
-            block = b"x" * 65536
+            index = 0
             while size:
-                piece = block[: min(size, len(block))]
+                piece = index.to_bytes(4, "big") * 16384
+                piece = piece[: min(size, len(piece))]
                 self.wfile.write(piece)
                 size -= len(piece)
+                index += 1
         elif path == "/sse":
             count, interval = int(query.get("n", 3)), float(query.get("interval", 0.5))
             self.send_response(200)
@@ -138,7 +141,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/die":
             # Die in the middle of a response: headers and part of the body, then exit.
             self.send_response(200)
-            self.send_header("Content-Length", "1000000")
+            self.send_header("Content-Length", query.get("size", "1000000"))
             self.end_headers()
             self.wfile.write(b"x" * 1000)
             self.wfile.flush()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 
 import pytest
@@ -18,7 +19,7 @@ from twisted.internet.threads import deferToThread
 
 from hubtwist.app import serve
 from hubtwist.config.loader import load_dict
-from tests.helpers import HTTPAPP, reactor, within
+from tests.helpers import HTTPAPP, byte_pattern, poll, reactor, within
 
 APP = [*HTTPAPP, "--port", "{port}"]
 
@@ -331,3 +332,71 @@ async def test_head_keeps_the_app_s_content_length(hubtwist, canned_app):
 
     status, headers, body = await in_thread(client)
     assert status == 200 and headers[b"content-length"] == [b"1234"] and body == b""
+
+
+# -- large downloads: splice(2) ----------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_downloads_move_in_the_kernel_byte_for_byte(hubtwist):
+    ht = await hubtwist()
+    size = 8 * MIB + 12345
+    before = ht.lean.spliced
+    first, second, small = await in_thread(
+        one_connection, ht.port, get(f"/app/bytes/{size}"), get(f"/app/bytes/{size}"),
+        get("/app/echo"))
+    expected = hashlib.sha256(byte_pattern(size)).hexdigest()
+    assert first[0] == second[0] == small[0] == 200
+    assert hashlib.sha256(first[2]).hexdigest() == expected
+    assert hashlib.sha256(second[2]).hexdigest() == expected  # keep-alive after a splice
+    assert json.loads(small[2])["method"] == "GET"
+    assert ht.lean.spliced - before == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_leaving_mid_splice_leaves_nothing_open(hubtwist):
+    ht = await hubtwist()
+
+    def leave_early():
+        c = Client(ht.port)
+        try:
+            c.send(get(f"/app/bytes/{64 * MIB}"))
+            while len(c.buffer) < 2 * MIB:
+                assert c._fill()
+        finally:
+            c.close()
+
+    [(status, _, _)] = await in_thread(one_connection, ht.port, get("/app/echo"))
+    assert status == 200  # the app's keep-alive connection is now in the pool
+    baseline = _open_fds()
+    before = ht.lean.spliced
+    await in_thread(leave_early)
+    assert ht.lean.spliced - before == 1
+    # the pipe and the app's connection (mid-body: not reusable) are closed
+    await poll(lambda: _open_fds() <= baseline, 10, message="the splice's fds to be closed")
+    [(status, _, body)] = await in_thread(one_connection, ht.port, get("/app/bytes/100"))
+    assert status == 200 and body == byte_pattern(100)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_app_dying_mid_splice_ends_the_client_connection(hubtwist):
+    ht = await hubtwist()
+
+    def client():
+        c = Client(ht.port)
+        try:
+            c.send(get(f"/app/die?size={16 * MIB}"))
+            with pytest.raises(AssertionError, match="closed mid-body"):
+                c.response()
+        finally:
+            c.close()
+
+    before = ht.lean.spliced
+    await in_thread(client)
+    assert ht.lean.spliced - before == 1
