@@ -16,7 +16,6 @@ from hubtwist import __version__
 from hubtwist.config import Config, ConfigError
 from hubtwist.hub import AuthPlan, resolve_auth
 from hubtwist.hub.compose import Protection, protect
-from hubtwist.hub.tokengate import TokenGate
 from hubtwist.proxy.early import StreamingSite
 from hubtwist.proxy.forward import Forwarder
 from hubtwist.proxy.lean import LeanFactory, lean_description
@@ -86,13 +85,11 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
     # twisted.web formats a combined-log line for every request even when nothing keeps
     # it (a measurable part of the proxy's hot path); hubtwist writes no access log.
     site.log = _no_access_log
-    # Common requests skip twisted.web on plain sockets (hubtwist.proxy.lean), without a
-    # gate or past the token gate by their Authorization header; never in Hub mode.
+    # Common requests skip twisted.web on plain sockets (hubtwist.proxy.lean), when the
+    # protection allows it (not in Hub mode).
     lean = None
-    if protection.resource is router:
-        lean = LeanFactory(site, router, forwarder)
-    elif isinstance(protection.resource, TokenGate):
-        lean = LeanFactory(site, router, forwarder, admit=protection.resource.admit_lean)
+    if protection.lean:
+        lean = LeanFactory(site, router, forwarder, admit=protection.lean_admit)
     ports = []
     try:
         for description in config.listen:

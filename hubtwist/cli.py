@@ -180,8 +180,9 @@ def demo_config(argv: Sequence[str]) -> list[str]:
 
 
 def _allow_root(args: argparse.Namespace, environ) -> bool:
-    return args.allow_root or environ.get("HUBTWIST_ALLOW_ROOT", "").lower() in ("1", "true",
-                                                                              "yes")
+    from hubtwist.hub.settings import env_flag
+
+    return args.allow_root or env_flag(environ, "HUBTWIST_ALLOW_ROOT", False)
 
 
 def choose_user(args: argparse.Namespace, environ, euid: int, in_container) -> str | None:

@@ -24,6 +24,13 @@ def within(awaitable, seconds: float) -> Deferred:
     return ensureDeferred(awaitable).addTimeout(seconds, reactor())
 
 
+def in_thread(function, *args, timeout: float = 60) -> Deferred:
+    """Run a blocking client function in a thread, bounded by C{timeout} seconds."""
+    from twisted.internet.threads import deferToThread
+
+    return within(deferToThread(function, *args), timeout)
+
+
 async def sleep(seconds: float) -> None:
     await deferLater(reactor(), seconds, lambda: None)
 

@@ -25,14 +25,21 @@ VERSION_RETRY_MAX = 10.0  # seconds between version requests, at most, after a f
 
 
 class Protection:
-    """The resource to serve (a gate around the router, or the router) and what runs with it."""
+    """
+    The resource to serve (a gate around the router, or the router) and what runs with it.
+    C{lean}: whether requests may take the lean path (L{hubtwist.proxy.lean}), which skips
+    the resource; C{lean_admit}, the gate's own check for it (C{None}: no gate to ask).
+    """
 
     def __init__(self, resource: Resource, *, client: HubClient | None = None,
-                 gate: HubGate | None = None, reporter: ActivityReporter | None = None) -> None:
+                 gate: HubGate | None = None, reporter: ActivityReporter | None = None,
+                 lean: bool = False, lean_admit: Callable | None = None) -> None:
         self.resource = resource
         self.client = client
         self.gate = gate
         self.reporter = reporter
+        self.lean = lean
+        self.lean_admit = lean_admit
         self._background: Deferred | None = None
 
     def start(self, reactor) -> None:
@@ -89,7 +96,8 @@ async def protect(reactor, inner: Resource, config: Config, plan: AuthPlan,
                 reactor, lambda url, report: client.post_activity(url, report, attempts=1),
                 url=settings.activity_url, server_name=settings.server_name, sources=activity,
                 interval=settings.activity_interval, keep_alive=config.keep_alive)
-        return Protection(gate, client=client, gate=gate, reporter=reporter)
+        return Protection(gate, client=client, gate=gate, reporter=reporter)  # never lean
     if plan.token:
-        return Protection(TokenGate(inner, plan.token, base_url=config.base_url, clock=reactor.seconds))
-    return Protection(inner)
+        token_gate = TokenGate(inner, plan.token, base_url=config.base_url, clock=reactor.seconds)
+        return Protection(token_gate, lean=True, lean_admit=token_gate.admit_lean)
+    return Protection(inner, lean=True)

@@ -84,7 +84,8 @@ class AuthPlan:
         return self.mode == "standalone" and not self.token
 
 
-def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+def env_flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no environment variable: anything but empty, 0, false, no, n or off is yes."""
     if name not in environ:
         return default
     return environ[name].strip().lower() not in ("", "0", "false", "no", "n", "off")
@@ -198,9 +199,9 @@ def hub_settings(environ: Mapping[str, str], config: Config) -> HubSettings:
         activity_interval=interval,
         cache_max_age=hub.cache_max_age,
         allow_token_in_url=(hub.allow_token_in_url if hub.allow_token_in_url is not None
-                            else _env_bool(environ, "JUPYTERHUB_ALLOW_TOKEN_IN_URL", False)),
-        allow_websocket_cookie_auth=_env_bool(environ, "JUPYTERHUB_ALLOW_WEBSOCKET_COOKIE_AUTH", True),
-        cookie_host_prefix=_env_bool(environ, "JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED", False),
+                            else env_flag(environ, "JUPYTERHUB_ALLOW_TOKEN_IN_URL", False)),
+        allow_websocket_cookie_auth=env_flag(environ, "JUPYTERHUB_ALLOW_WEBSOCKET_COOKIE_AUTH", True),
+        cookie_host_prefix=env_flag(environ, "JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED", False),
         cookie_secure=cookie_secure if isinstance(cookie_secure, bool) else None,
         xsrf_protection=hub.xsrf_protection,
         request_timeout=hub.request_timeout,

@@ -72,7 +72,7 @@ class TokenGate(Resource):
             return self._inner.render(request)  # the version only: a health check
         if self._matches(info.authorization_token(request)):
             return self._inner.render(request)
-        url_token = info.query_arg(request, "token")
+        url_token = info.query_arg(request, "token") if b"token=" in request.uri else None
         if url_token is not None and self._matches(url_token):
             if info.is_navigation(request):
                 request.addCookie(self._cookie, self._signer.sign(self._cookie, _COOKIE_VALUE, self._clock()),

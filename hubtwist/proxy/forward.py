@@ -79,12 +79,30 @@ class Route:
 
 class Relaying:
     """
-    The start of relaying the app's answer, shared by L{_Exchange} and the lean path's
-    exchange: subclasses have C{pending}, C{client_gone}, C{delivering} (the body was handed
-    to C{deliver}), C{_relay(response)} and C{_relay_failed(failure)} for an error in it.
+    What L{_Exchange} and the lean path's exchange share about the app's answer. Subclasses
+    have C{request} (what error pages are written to), C{route}, C{pending}, C{flow},
+    C{client_gone}, C{timed_out}, C{delivering} (the body was handed to C{deliver}) and
+    C{_relay(response)}.
     """
 
     __slots__ = ()
+
+    def _timeout_cancelled(self, result, timeout):
+        # A cancelled request fails like any other; remember why it was cancelled.
+        self.timed_out = True
+        return result
+
+    def _relay_failed(self, failure) -> None:
+        """A bug while relaying the response (not the app's failure): log it, drop the
+        app's connection, answer 502 (or end the response if it has started)."""
+        log.failure("Error while relaying the response of {server}", failure,
+                    server=self.route.keeper.name)
+        if self.flow is not None:
+            self.flow.stopProducing()
+            self.flow = None
+        if not self.client_gone:
+            send_error(self.request, 502, "Bad gateway",
+                       f"hubtwist could not relay the answer of {self.route.keeper.name!r}.")
 
     def _response(self, response: UpstreamResponse) -> None:
         self.pending = None
@@ -171,7 +189,7 @@ class _Exchange(Relaying):
         headers = self.forwarder.upstream_headers(request, route, address)
         if is_upgrade(request):
             self.forwarder.upgrades.bridge(request, route, address, self.target,
-                                           Headers({name: [value] for name, value in headers}))
+                                           _headers_of(headers))
             return
         body = request.body
         if body.length == 0:
@@ -183,38 +201,17 @@ class _Exchange(Relaying):
         self.pending = sending
         sending.addCallbacks(self._response, self._upstream_failed, errbackArgs=(address,))
 
-    def _timeout_cancelled(self, result, timeout):
-        # Agent reports a cancelled request as ResponseNeverReceived; remember why.
-        self.timed_out = True
-        return result
-
     def _upstream_failed(self, failure, address: BackendAddress) -> None:
         self.pending = None
         if self.client_gone:
             return
         send_upstream_error(self.request, failure, self.route, address, self.timed_out)
 
-    def _relay_failed(self, failure) -> None:
-        """A bug while relaying the response (not the app's failure): log it, drop the
-        app's connection and answer 502 (or end the response if it has started)."""
-        log.failure("Error while relaying the response of {server}", failure,
-                    server=self.route.keeper.name)
-        if self.flow is not None:
-            self.flow.stopProducing()
-            self.flow = None
-        if not self.client_gone:
-            send_error(self.request, 502, "Bad gateway",
-                       f"hubtwist could not relay the answer of {self.route.keeper.name!r}.")
-
     def _relay(self, response: UpstreamResponse) -> None:
         request, route = self.request, self.route
         if route.counts_as_activity(self.target):
             route.keeper.touch()
-        headers = response.headers
-        for index, (name, value) in enumerate(headers):
-            lower = name.lower()
-            if lower in _REWRITTEN:
-                headers[index] = (name, rewrite_response_header(request, route, lower, value))
+        headers = mapped_headers(request, route, response.headers)
         if route.rewriters:
             self._buffer_and_rewrite(response, headers)
             return
@@ -332,6 +329,21 @@ def send_upstream_error(request, failure, route: Route, address: BackendAddress,
 _REWRITTEN = frozenset({b"location", b"content-location", b"set-cookie"})
 
 
+def _headers_of(pairs) -> Headers:
+    """(name, value) pairs as L{Headers}, repeated names kept."""
+    headers = Headers()
+    for name, value in pairs:
+        headers.addRawHeader(name, value)
+    return headers
+
+
+def mapped_headers(request, route: Route, pairs) -> list[tuple[bytes, bytes]]:
+    """An app's response headers with C{Location}, C{Content-Location} and C{Set-Cookie}
+    mapped under the route's public prefix (L{rewrite_response_header}); the rest as is."""
+    return [(name, rewrite_response_header(request, route, name.lower(), value))
+            if name.lower() in _REWRITTEN else (name, value) for name, value in pairs]
+
+
 def rewrite_response_header(request, route: Route, name: bytes, value: bytes) -> bytes:
     """An app's C{Set-Cookie} path or C{Location}/C{Content-Location} URL, mapped under
     the route's public prefix (HTTP responses and WebSocket handshakes alike)."""
@@ -366,7 +378,7 @@ class NoUpgrades:
 
 class Forwarder:
     """
-    Proxies requests along L{Route}s through one shared L{BackendAgent}. WebSocket
+    Proxies requests along L{Route}s through one shared L{UpstreamPool}. WebSocket
     handshakes go to C{upgrades} (an object with C{bridge(request, route, address, target,
     headers)}) once the app is running and the upstream headers are built.
     """

@@ -36,9 +36,9 @@ from twisted.web.http import RESPONSES, datetimeToString
 
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.forward import (
-    _REWRITTEN, Relaying, rewrite_response_header, send_upstream_error,
+    Relaying, mapped_headers, send_upstream_error,
 )
-from hubtwist.proxy.rewrite import backend_path, is_header_name
+from hubtwist.proxy.rewrite import backend_path, is_header_name, only_crlf_line_ends
 from hubtwist.proxy.sending import allow_bulk, direct_writer
 from hubtwist.proxy.splicing import spliceable
 from hubtwist.supervise import State
@@ -250,8 +250,7 @@ def _parse(head: bytes):
     C{None}: only HTTP/1.1 GET/HEAD in origin form, well-formed header lines with token
     names, no body, no upgrade, no line folding, CR and LF only as line ends.
     """
-    if (head.count(b"\r") != head.count(b"\n") or head.count(b"\r\n") != head.count(b"\n")
-            or b"\x00" in head):
+    if not only_crlf_line_ends(head):
         return None
     lines = head.split(b"\r\n")
     if len(lines) > MAX_HEADERS + 1:
@@ -283,10 +282,10 @@ def _parse(head: bytes):
             headers[lower] = (name, [value])
         else:
             if lower == b"host":
-                return None  # twisted.web answers 400
+                return None  # two Hosts: left to twisted.web
             entry[1].append(value)
     if b"host" not in headers:
-        return None  # HTTP/1.1 requires it; twisted.web answers 400
+        return None  # HTTP/1.1 requires one: left to twisted.web
     return method, target, list(headers.values()), close
 
 
@@ -343,10 +342,6 @@ class _LeanExchange(Relaying):
         self.pending = sending
         sending.addCallbacks(self._response, self._failed)
 
-    def _timeout_cancelled(self, result, timeout):
-        self.timed_out = True
-        return result
-
     def client_lost(self) -> None:
         self.client_gone = True
         if self.pending is not None:
@@ -362,33 +357,13 @@ class _LeanExchange(Relaying):
             return  # cancelled because the client left
         send_upstream_error(self, failure, self.route, self.address, self.timed_out)
 
-    def _relay_failed(self, failure) -> None:
-        """A bug while relaying the response: log it, drop the app's connection, answer
-        502 (or close the client's connection if the response has started)."""
-        log.failure("Error while relaying the response of {server}", failure,
-                    server=self.route.keeper.name)
-        if self.flow is not None:
-            self.flow.stopProducing()
-            self.flow = None
-        if self.client_gone or self.finished:
-            return
-        if self.startedWriting:
-            self.loseConnection()
-        else:
-            self.corked = None
-            send_error(self, 502, "Bad gateway",
-                       f"hubtwist could not relay the answer of {self.route.keeper.name!r}.")
-
     def _relay(self, response) -> None:
         route = self.route
         if route.counts_as_activity(self.target):
             route.keeper.touch()
         code = response.code
         lines = [b"HTTP/1.1 %d %s\r\n" % (code, response.phrase)]
-        for name, value in response.headers:
-            lower = name.lower()
-            if lower in _REWRITTEN:
-                value = rewrite_response_header(self, route, lower, value)
+        for name, value in mapped_headers(self, route, response.headers):
             lines += (name, b": ", value, b"\r\n")
         no_body = self.method == b"HEAD" or code in _NO_BODY_CODES
         if response.length is not None and not no_body:
@@ -460,6 +435,11 @@ class _LeanExchange(Relaying):
             self.channel.send(b"".join(corked))
 
     # -- what send_error and rewrite_response_header use of a request --------------------
+
+    @property
+    def request(self) -> "_LeanExchange":
+        """Error pages are written to this exchange itself (L{Relaying._relay_failed})."""
+        return self
 
     def getHeader(self, name: bytes) -> bytes | None:
         """The last value of header C{name}, as twisted.web's C{Request.getHeader}."""

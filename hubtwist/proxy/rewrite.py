@@ -27,6 +27,14 @@ def is_header_name(name: bytes) -> bool:
     return _TOKEN.fullmatch(name) is not None
 
 
+def only_crlf_line_ends(head: bytes) -> bool:
+    """Whether every CR and LF in a message head is part of a CRLF, and it has no NUL: the
+    common case, in which its lines need no further checks for stray line breaks."""
+    newlines = head.count(b"\n")
+    return (head.count(b"\r") == newlines and head.count(b"\r\n") == newlines
+            and b"\x00" not in head)
+
+
 def has_line_breaks(value: bytes) -> bool:
     """Whether C{value} holds a CR, LF or NUL (never valid in a header, RFC 9110 5.5)."""
     return len(value.translate(None, _LINE_BREAKS)) != len(value)

@@ -25,7 +25,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from hubtwist.proxy.rewrite import HOP_BY_HOP, has_line_breaks, is_header_name, without_line_breaks
+from hubtwist.proxy.rewrite import (
+    HOP_BY_HOP, has_line_breaks, is_header_name, only_crlf_line_ends, without_line_breaks,
+)
 from hubtwist.proxy.sending import direct_writer
 from hubtwist.proxy.splicing import HAVE_SPLICE, SPLICE_MIN, BodySplice, spliceable
 from hubtwist.supervise import BackendAddress
@@ -172,9 +174,7 @@ class _Connection(Protocol):
         code = int(status[1])
         if 100 <= code < 200 and code != 101:
             return _INTERIM
-        # A lone CR or LF, or a NUL, is rare: look for them in the whole head first.
-        suspect = (b"\x00" in head or head.count(b"\r") != len(lines) - 1
-                   or head.count(b"\n") != len(lines) - 1)
+        suspect = not only_crlf_line_ends(head)  # rare: then each value is checked
         headers = []
         length = None
         declared_length = None
@@ -480,10 +480,8 @@ class UpstreamPool:
         C{body} an L{IBodyProducer} or None). Fires with an L{UpstreamResponse}; cancel it
         to abort the connection.
         """
-        result: Deferred = Deferred(lambda _: attempt.cancel())
-        attempt = self._attempt(address, method, target, headers, body, retry=body is None)
-        attempt.chainDeferred(result)
-        return result
+        # (cancelling it cancels what it waits on: the connect, the response, a retry)
+        return self._attempt(address, method, target, headers, body, retry=body is None)
 
     def _attempt(self, address, method, target, headers, body, retry: bool) -> Deferred:
         idle = self._idle.get(address)

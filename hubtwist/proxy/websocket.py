@@ -43,7 +43,7 @@ from twisted.logger import Logger
 
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.rawsocket import SocketPump, TransportEnd, pumpable
-from hubtwist.proxy.forward import rewrite_response_header
+from hubtwist.proxy.forward import mapped_headers
 from hubtwist.proxy.ws_frames import (
     CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
     FrameDecoder, FrameSplicer, accept_key, close_frame, close_payload, encode_frame,
@@ -494,12 +494,7 @@ class SpliceSession(_Session):
         if head.get(b"sec-websocket-accept") != [accept_key(key)]:
             self._bad_answer("its Sec-WebSocket-Accept does not match the key")
             return
-        headers = []
-        for name, value in end_to_end(head):
-            lower = name.lower()
-            if lower in (b"set-cookie", b"location", b"content-location"):
-                value = rewrite_response_header(self.request, self.route, lower, value)
-            headers.append((name, value))
+        headers = mapped_headers(self.request, self.route, end_to_end(head))
         self.accept(switching_protocols(own_headers(self.request, headers) + headers), rest)
 
     def flow(self):
@@ -591,10 +586,7 @@ class SpliceSession(_Session):
         out = request.responseHeaders
         out.removeHeader(b"server")
         out.removeHeader(b"date")
-        for name, value in end_to_end(head):
-            lower = name.lower()
-            if lower in (b"set-cookie", b"location", b"content-location"):
-                value = rewrite_response_header(request, self.route, lower, value)
+        for name, value in mapped_headers(request, self.route, end_to_end(head)):
             out.addRawHeader(name, value)
         if self.refusal.length is not None:
             out.setRawHeaders(b"content-length", [b"%d" % self.refusal.length])

@@ -65,7 +65,6 @@ class _Run:
         self.group_gone: Deferred = Deferred()
         self.exited = False  # the leader's exit has been reaped (processExited)
         self.terminating = False
-        self.check_call = None
 
 
 class _AppProtocol(ProcessProtocol):
@@ -316,10 +315,9 @@ class Supervisor:
         run.terminating = True
         signal_group(run.pid, signal_number(self.config.stop_signal))
         deadline = self._reactor.seconds() + self.config.stop_timeout
-        run.check_call = self._reactor.callLater(0.01, self._check_group, run, deadline, False, 0.01)
+        self._reactor.callLater(0.01, self._check_group, run, deadline, False, 0.01)
 
     def _check_group(self, run: _Run, deadline: float, killed: bool, delay: float) -> None:
-        run.check_call = None
         # An exited leader is a zombie until Twisted reaps it, and zombies are not live
         # members: wait for the reaping too, so the exit is handled before the group counts
         # as gone (and a stopped server cannot see its own exit afterwards).
@@ -337,7 +335,7 @@ class Supervisor:
             signal_group(run.pid, signal.SIGKILL)
             killed, deadline = True, now + KILL_GRACE
         delay = min(delay * 2, 0.2)
-        run.check_call = self._reactor.callLater(delay, self._check_group, run, deadline, killed, delay)
+        self._reactor.callLater(delay, self._check_group, run, deadline, killed, delay)
 
     def _group_ended(self, run: _Run) -> None:
         self._guardian.release(run.pid)

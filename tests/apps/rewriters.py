@@ -15,3 +15,8 @@ def teapot_for_404(response, path, orig_response):
 
 def broken(response):
     raise RuntimeError("this rewriter is broken")
+
+
+def broken_mappath(path):
+    """A mappath callable that fails (the proxy must answer 500, not drop the client)."""
+    raise RuntimeError("this mappath is broken")

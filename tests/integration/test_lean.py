@@ -15,11 +15,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.threads import deferToThread
 
 from hubtwist.app import serve
 from hubtwist.config.loader import load_dict
-from tests.helpers import HTTPAPP, byte_pattern, poll, reactor, within
+from tests.helpers import HTTPAPP, byte_pattern, in_thread, poll, reactor, within
 
 APP = [*HTTPAPP, "--port", "{port}"]
 
@@ -41,10 +40,6 @@ def hubtwist():
     yield start
     for instance in running:
         pytest_twisted.blockon(within(instance.stop(), 30))
-
-
-def in_thread(function, *args):
-    return within(deferToThread(function, *args), 60)
 
 
 class Client:
@@ -400,3 +395,46 @@ async def test_an_app_dying_mid_splice_ends_the_client_connection(hubtwist):
     before = ht.lean.spliced
     await in_thread(client)
     assert ht.lean.spliced - before == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_empty_host_is_replaced_not_doubled(hubtwist):
+    ht = await hubtwist()
+    [(status, _, body)] = await in_thread(
+        one_connection, ht.port, b"GET /app/echo HTTP/1.1\r\nHost:\r\n\r\n")
+    hosts = [value for name, value in json.loads(body)["header_list"] if name == "host"]
+    assert status == 200 and len(hosts) == 1 and hosts[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_mappath_is_a_500_and_the_connection_stays_usable(hubtwist):
+    ht = await hubtwist(servers={
+        "app": {"command": APP, "autostart": True},
+        "bad": {"command": APP, "autostart": True,
+                "mappath": "tests.apps.rewriters:broken_mappath"}})
+    failed, after = await in_thread(
+        one_connection, ht.port, get("/bad/x", "Accept: application/json\r\n"),
+        get("/app/echo"))
+    assert failed[0] == 500 and json.loads(failed[2])["error"] == "Internal error"
+    assert after[0] == 200
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "ordinary"])
+@pytest_twisted.ensureDeferred
+async def test_an_error_while_relaying_is_a_502_not_a_hang(hubtwist, canned_app, lean,
+                                                           monkeypatch):
+    from hubtwist.proxy import forward
+
+    def broken(*_args):
+        raise RuntimeError("a bug in header rewriting")
+
+    # stands in for any bug between the app's head and the client's (both paths map the
+    # app's headers through forward.mapped_headers)
+    monkeypatch.setattr(forward, "rewrite_response_header", broken)
+    ht = await hubtwist(servers={"canned": {"port": canned_app}})
+    method, extra, payload = ("GET", "", "") if lean else ("POST", "Content-Length: 1\r\n", "x")
+    request = (f"{method} /canned/bad-location HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               f"Accept: application/json\r\n{extra}\r\n{payload}").encode()
+    failed, again = await in_thread(one_connection, ht.port, request, request)
+    assert failed[0] == again[0] == 502
+    assert json.loads(failed[2])["error"] == "Bad gateway"

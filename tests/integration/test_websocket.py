@@ -20,7 +20,7 @@ import treq
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.internet.threads import blockingCallFromThread, deferToThread
+from twisted.internet.threads import blockingCallFromThread
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -30,7 +30,7 @@ from hubtwist.proxy.ws_frames import (
     FrameDecoder, FrameSplicer, accept_key, apply_mask, close_payload, encode_frame, parse_close,
 )
 from hubtwist.proxy.ws_handshake import BodyReader, HandshakeError, parse_head
-from tests.helpers import APPS, poll, reactor, sleep, within
+from tests.helpers import APPS, in_thread, poll, reactor, sleep, within
 
 WSAPP = [sys.executable, str(APPS / "wsapp.py")]
 APP = [*WSAPP, "--port", "{port}"]
@@ -79,11 +79,6 @@ def complaints():
     globalLogPublisher.addObserver(observer)
     yield seen
     globalLogPublisher.removeObserver(observer)
-
-
-def in_thread(function, *args, timeout: float = 60):
-    """Run a blocking websockets client function in a thread, bounded."""
-    return within(deferToThread(function, *args), timeout)
 
 
 def ws_connect(url: str, **options):
@@ -861,3 +856,34 @@ async def test_unreachable_app_is_502(hubtwist):
         probe.bind(("127.0.0.1", 0))
         assert await in_thread(client, probe.getsockname()[1]) == 502
     assert not ht.bridge.sessions
+
+
+@pytest_twisted.ensureDeferred
+async def test_repeated_handshake_headers_all_reach_the_app(hubtwist):
+    ht = await hubtwist(servers={"ws": {"command": APP}})
+    await running(ht)
+
+    def client() -> dict:
+        key = base64.b64encode(os.urandom(16)).decode()
+        with socket.create_connection(("127.0.0.1", ht.port), timeout=20) as sock:
+            sock.sendall((f"GET /ws/info HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                          f"Sec-WebSocket-Key: {key}\r\nX-Multi: one\r\nX-Multi: two\r\n"
+                          "Sec-WebSocket-Protocol: other\r\nSec-WebSocket-Protocol: chat\r\n"
+                          "\r\n").encode())
+            received = b""
+            while True:  # the 101, then the app's first message (JSON, one text frame)
+                received += sock.recv(65536) or pytest.fail(f"closed: {received!r}")
+                head, _, frames = received.partition(b"\r\n\r\n")
+                if len(frames) >= 4:
+                    length, offset = frames[1] & 0x7F, 2
+                    if length == 126:
+                        length, offset = struct.unpack("!H", frames[2:4])[0], 4
+                    if len(frames) >= offset + length:
+                        assert head.startswith(b"HTTP/1.1 101 ")
+                        return json.loads(frames[offset:offset + length])
+
+    info = await in_thread(client)
+    assert info["headers"]["x-multi"] == ["one", "two"]
+    assert info["headers"]["sec-websocket-protocol"] == ["other", "chat"]
+    assert info["subprotocol"] == "chat"

@@ -80,3 +80,17 @@ def test_a_rewriter_asking_for_an_unknown_argument_is_named():
 
     with pytest.raises(TypeError, match="asks for 'session'; available: path, response, orig_response"):
         apply_rewriters([wants_session], RewritableResponse(200, "OK", ResponseHeaders(), b""), {"path": "/"})
+
+
+def test_header_hygiene_helpers():
+    from hubtwist.proxy.rewrite import (
+        has_line_breaks, is_header_name, only_crlf_line_ends, without_line_breaks,
+    )
+
+    assert is_header_name(b"X-Good_1") and not is_header_name(b"Bad Name")
+    assert not is_header_name(b"") and not is_header_name(b"X:")
+    assert only_crlf_line_ends(b"GET / HTTP/1.1\r\nHost: a") and only_crlf_line_ends(b"")
+    for bad in (b"a\nb", b"a\rb", b"a\r\n\nb", b"a\x00b"):
+        assert not only_crlf_line_ends(bad), bad
+    assert has_line_breaks(b"a\nSet-Cookie: x") and not has_line_breaks(b"plain value")
+    assert without_line_breaks(b"a\r\nb\x00c") == b"a  b c"
