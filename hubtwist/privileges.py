@@ -21,7 +21,9 @@ import sys
 
 import attrs
 
-PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2
+from hubtwist.supervise.spawn import LIBC, PR_SET_PDEATHSIG, is_frozen
+
+PR_GET_PDEATHSIG = 2
 
 # Jupyter's docker-stacks images: the notebook user is uid 1000 in group 100 ("users").
 CONTAINER_UID, CONTAINER_GID = 1000, 100
@@ -151,7 +153,7 @@ def _hand_over_bundle(account: Account) -> None:
     """The one-file binary runs from a directory the bootloader unpacked as root (0700):
     the dropped process and the guardian it starts must still read it."""
     bundle = getattr(sys, "_MEIPASS", None)
-    if not getattr(sys, "frozen", False) or not bundle:
+    if not is_frozen() or not bundle:
         return
     if not os.path.basename(bundle).startswith("_MEI"):
         return  # one-directory build: files installed with the binary
@@ -176,14 +178,13 @@ def drop_privileges(spec: str, workspaces=()) -> tuple[Account, list[str]]:
     _hand_over_bundle(account)
     # The kernel clears the parent-death signal when credentials change; the one-file
     # binary's child relies on it (packaging/hubtwist_entry.py): set it again.
-    libc = ctypes.CDLL(None, use_errno=True)
     death_signal, parent = ctypes.c_int(0), os.getppid()
-    libc.prctl(PR_GET_PDEATHSIG, ctypes.byref(death_signal), 0, 0, 0)
+    LIBC.prctl(PR_GET_PDEATHSIG, ctypes.byref(death_signal), 0, 0, 0)
     os.setgroups(list(account.groups))
     os.setgid(account.gid)
     os.setuid(account.uid)
     if death_signal.value:
-        libc.prctl(PR_SET_PDEATHSIG, death_signal.value, 0, 0, 0)
+        LIBC.prctl(PR_SET_PDEATHSIG, death_signal.value, 0, 0, 0)
         if os.getppid() != parent:
             os.kill(os.getpid(), death_signal.value)
     if account.uid != 0:

@@ -23,7 +23,7 @@ import attrs
 from twisted.internet import process
 
 PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)  # loaded in the parent: the child must not import
+LIBC = ctypes.CDLL(None, use_errno=True)  # loaded in the parent: the child must not import
 
 
 @attrs.frozen
@@ -108,7 +108,7 @@ class SessionLeaderProcess(process.Process):
 
     def _execChild(self, path, uid, gid, executable, args, environment):
         os.setsid()
-        _libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != self._parent_pid:
             os._exit(1)  # hubtwist died between fork and prctl
         super()._execChild(path, uid, gid, executable, args, environment)
