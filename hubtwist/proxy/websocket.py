@@ -375,6 +375,10 @@ class _Session:
         self.send_ping()
         self.ping_call = self.reactor.callLater(self.ping_interval, self._ping)
 
+    def _messages(self, count: int) -> None:
+        """Data messages passed: the app was used (installed only when that counts)."""
+        self.touch()
+
     def send_ping(self) -> None:
         raise NotImplementedError
 
@@ -513,9 +517,6 @@ class SpliceSession(_Session):
     def bind(self) -> None:
         self.up.out = self.up.write = self.backend_end.write
         self.down.out = self.down.write = self.client_end.write
-
-    def _messages(self, count: int) -> None:
-        self.touch()
 
     def send_ping(self) -> None:
         down = self.down
@@ -659,9 +660,6 @@ class RawSession(_Session):
     def bind(self) -> None:
         self.decoder.on_data = self.backend_end.write
         self.to_client = self.client_end.write
-
-    def _messages(self, count: int) -> None:
-        self.touch()
 
     def _from_app(self, data: bytes) -> None:
         if self.close_sent:

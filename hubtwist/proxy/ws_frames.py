@@ -144,14 +144,13 @@ class FrameSplicer:
     @ivar out: where the bytes go (the other side's C{transport.write}).
     @ivar remaining: payload bytes of the current frame still to come; 0 at a boundary.
     @ivar close_code: the code of the close frame seen in this direction, or L{None}.
-    @ivar messages: complete data messages seen.
     @ivar forwarding: L{False} once L{stop} was called: frames are still read (to see the
         other side's close frame) but no longer passed on.
     """
 
     __slots__ = (
         "out", "write", "remaining", "max_message", "message_size", "held", "pending",
-        "close_code", "close_reason", "messages", "forwarding", "own_pong", "masked",
+        "close_code", "close_reason", "forwarding", "own_pong", "masked",
         "on_messages", "on_close", "on_too_big", "on_own_pong", "too_big",
     )
 
@@ -183,7 +182,6 @@ class FrameSplicer:
         self.pending: list[bytes] = []
         self.close_code: int | None = None
         self.close_reason = ""
-        self.messages = 0
         self.forwarding = True
         self.too_big = False
         self.own_pong: bytes | None = None
@@ -320,10 +318,8 @@ class FrameSplicer:
             self.write(data)
         elif start < size:
             self.write(data[start:])
-        if completed:
-            self.messages += completed
-            if self.on_messages is not None:
-                self.on_messages(completed)
+        if completed and self.on_messages is not None:
+            self.on_messages(completed)
         if closed and self.on_close is not None:
             self.on_close()
 

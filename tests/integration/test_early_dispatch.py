@@ -42,34 +42,25 @@ from hubtwist.proxy.early import (
     StreamingRequest,
     StreamingSite,
 )
+from tests.helpers import poll, reactor, sleep, within
 
 TIMEOUT = 10.0
 
 
-def _reactor():
-    # Imported late: pytest-twisted installs the reactor.
-    from twisted.internet import reactor
-
-    return reactor
+_reactor = reactor
 
 
 def with_timeout(d: defer.Deferred, seconds: float = TIMEOUT) -> defer.Deferred:
-    return d.addTimeout(seconds, _reactor())
+    return within(d, seconds)
 
 
 async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
     """Poll C{predicate} every few milliseconds; fail after C{timeout} seconds."""
-    reactor = _reactor()
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await task.deferLater(reactor, 0.005, lambda: None)
+    await poll(predicate, timeout, interval=0.005, message=what)
 
 
-async def observe(seconds: float) -> None:
-    """Let the reactor run for a while: for asserting that something does NOT happen."""
-    await task.deferLater(_reactor(), seconds, lambda: None)
+# Let the reactor run for a while: for asserting that something does NOT happen.
+observe = sleep
 
 
 # -- HTTP client side ----------------------------------------------------------------------
