@@ -121,10 +121,11 @@ def build_config(args: argparse.Namespace, command: list[str]):
     if args.last_activity_interval is not None:
         import attrs
 
-        from hubtwist.config.kinds import Seconds
+        from hubtwist.config.schema import HubConfig
 
+        kind = attrs.fields_dict(HubConfig)["activity_interval"].metadata["kind"]  # the schema's
         try:
-            interval = Seconds(0).coerce(args.last_activity_interval, "hub.activity_interval")
+            interval = kind.coerce(args.last_activity_interval, "hub.activity_interval")
         except ConfigError as error:
             raise error.with_source("--last-activity-interval") from None
         config = attrs.evolve(config, hub=attrs.evolve(config.hub, activity_interval=interval))

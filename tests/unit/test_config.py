@@ -138,3 +138,16 @@ def test_example_configs_in_conf_are_valid():
     assert examples, "conf/ should hold example TOML configurations"
     for path in examples:
         load_toml(path)
+
+
+def test_last_activity_interval_flag_is_checked_like_the_config_key():
+    from hubtwist.cli import _parser, build_config
+    from hubtwist.config import ConfigError
+
+    args = _parser().parse_args(["--last-activity-interval", "5"])
+    assert build_config(args, ["app", "{port}"]).hub.activity_interval == 5.0
+    args = _parser().parse_args(["--last-activity-interval", "-1"])
+    with pytest.raises(ConfigError) as error:
+        build_config(args, ["app", "{port}"])
+    assert "--last-activity-interval" in str(error.value)
+    assert "hub.activity_interval" in str(error.value)
