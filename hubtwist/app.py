@@ -19,6 +19,7 @@ from hubtwist.hub.compose import Protection, protect
 from hubtwist.proxy.early import StreamingSite
 from hubtwist.proxy.forward import Forwarder
 from hubtwist.proxy.lean import LeanFactory, lean_description
+from hubtwist.proxy.upstream import UpstreamPool
 from hubtwist.proxy.websocket import WebSocketBridge
 from hubtwist.router import Router
 from hubtwist.supervise import Guardian, shared_guardian, supervisor_for
@@ -74,13 +75,15 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
     """
     guardian = guardian or shared_guardian(reactor)
     keepers = build_keepers(config, reactor, guardian)
-    forwarder = Forwarder(reactor, upgrades=WebSocketBridge(reactor))
+    forwarder = Forwarder(reactor, UpstreamPool(reactor, stall_timeout=config.stall_timeout),
+                          upgrades=WebSocketBridge(reactor))
     router = Router(config, keepers, forwarder)
     protection = await protect(
         reactor, router, config, auth or resolve_auth({}, config),
         activity=lambda: [keeper.last_activity
                           for keeper in [*keepers.values(), *router.port_keepers()]])
-    site = StreamingSite(protection.resource, max_body_size=config.max_body_size)
+    site = StreamingSite(protection.resource, max_body_size=config.max_body_size,
+                         head_timeout=config.head_timeout)
     site.noisy = False  # no "Starting factory" line per listen
     # twisted.web formats a combined-log line for every request even when nothing keeps
     # it (a measurable part of the proxy's hot path); hubtwist writes no access log.

@@ -223,6 +223,23 @@ class ServerConfig:
         kinds.Seconds(0), 300.0,
         "Seconds the app has to start answering a proxied request (504 after that); 0 = no limit.",
     )
+    max_connections: int = setting(
+        kinds.Int(1), 256,
+        "Connections hubtwist keeps open to the app at most (busy and idle, like HAProxy's "
+        "`maxconn`); more concurrent requests wait for one to come free.",
+    )
+    max_connecting: int = setting(
+        kinds.Int(1), 4,
+        "Connections to the app that may be opening, or open without a first answer, at once: "
+        "what may sit in the app's accept queue. A burst (many requests waiting for a lazy "
+        "start) opens connections this many at a time instead of all in one tick, which an "
+        "app with a small listen backlog would drop. Raise it for apps that take long before "
+        "the first byte of every answer.",
+    )
+    queue_timeout: float = setting(
+        kinds.Seconds(0, exclusive=True), 30.0,
+        "Seconds a request may wait for a connection to the app (503 after that).",
+    )
     websocket_max_message_size: int = setting(
         kinds.Int(0), 64 * 1024 * 1024,
         "Largest WebSocket message in bytes, either way (as sent on the wire, so compressed "
@@ -369,6 +386,18 @@ class Config:
     )
     max_body_size: int = setting(
         kinds.Int(0), 0, "Largest request body in bytes (413 beyond it); 0 = unlimited."
+    )
+    head_timeout: float = setting(
+        kinds.Seconds(0, exclusive=True), 20.0,
+        "Seconds a client has to send a whole request head, from its first byte (408 and the "
+        "connection closed after that): a client trickling a head byte by byte does not hold "
+        "a connection.",
+    )
+    stall_timeout: float = setting(
+        kinds.Seconds(0, exclusive=True), 60.0,
+        "Seconds a client may take nothing of a response while the app has more to send; "
+        "then its connection is dropped, and the app's with it. A slow client that keeps "
+        "reading is never cut.",
     )
     log_level: str = setting(
         kinds.Choice(("debug", "info", "warn", "error")), "info", "Least severe level logged."

@@ -242,11 +242,17 @@ class HubGate(Resource):
 
 
 def add_user_headers(request, identity: Identity) -> None:
-    """C{forward_user_info}: who is calling, for the app."""
-    headers = request.requestHeaders
-    headers.setRawHeaders(b"x-forwarded-user", [identity.name.encode("utf-8")])
-    headers.setRawHeaders(b"x-hubtwist-user", [identity.as_header().encode("utf-8")])
+    """
+    C{forward_user_info}: who is calling, for the app. Kept on the request apart from the
+    client's headers (C{request.identity_headers}): the forwarder adds them after it has
+    cleaned the client's, so nothing the client sends (a C{Connection} header naming them,
+    an C{X_Forwarded_User} spelling) can remove or imitate them.
+    """
     # jhsingle-native-proxy's --forward-user-info header, for apps written against it.
     legacy = {"kind": identity.kind, "name": identity.name, "admin": identity.admin,
               "groups": list(identity.groups)}
-    headers.setRawHeaders(b"x-cdsdashboards-jh-user", [json.dumps(legacy).encode("utf-8")])
+    request.identity_headers = [
+        (b"X-Forwarded-User", identity.name.encode("utf-8")),
+        (b"X-Hubtwist-User", identity.as_header().encode("utf-8")),
+        (b"X-CDSDashboards-JH-User", json.dumps(legacy).encode("utf-8")),
+    ]

@@ -74,9 +74,12 @@ What a resource sees
 Private Twisted attributes used
 ===============================
 
-Only C{HTTPChannel._command}, C{HTTPChannel._path} and C{HTTPChannel._version}:
-the parts of the request line, which C{allHeadersReceived} needs to start the
-request before C{allContentReceived} would pass them on. Twisted has had them
+C{HTTPChannel._command}, C{HTTPChannel._path} and C{HTTPChannel._version}: the
+parts of the request line, which C{allHeadersReceived} needs to start the request
+before C{allContentReceived} would pass them on. C{LineReceiver._buffer} and
+C{LineReceiver._busyReceiving}: the unparsed rest of a request head (an LF in it is
+a bare one, answered with a 400) and whether a read is being parsed (a reentrant
+C{dataReceived} only buffers). Twisted has had them
 for many releases, up to 26.10 at least;
 C{tests/integration/test_early_dispatch.py::test_twisted_internals_present} fails
 with an explanation if they, or the order in which Twisted calls the hooks above,
@@ -111,13 +114,19 @@ __all__ = [
     "StreamingChannel",
     "StreamingRequest",
     "StreamingSite",
+    "HEAD_TIMEOUT",
 ]
 
 _log = Logger()
 
+HEAD_TIMEOUT = 20.0
+"""Seconds a client has to send a whole request head, from its first byte."""
+
 # The per-request path calls the base implementations directly rather than through
 # super(): a super() call costs about 0.1 us, a few percent of a small GET's whole
 # cost in twisted.web, and StreamingSite must be no slower than a plain Site there.
+_channel_dataReceived = http.HTTPChannel.dataReceived
+_channel_headerReceived = http.HTTPChannel.headerReceived
 _channel_allHeadersReceived = http.HTTPChannel.allHeadersReceived
 _channel_allContentReceived = http.HTTPChannel.allContentReceived
 _channel_requestDone = http.HTTPChannel.requestDone
@@ -612,6 +621,12 @@ class StreamingChannel(http.HTTPChannel):
 
     drain_limit = 64 * 1024
     linger_timeout = 5.0
+    head_timeout = HEAD_TIMEOUT
+
+    _awaiting_head = True  # between requests: the next bytes are a request head
+    _head_started: float | None = None  # when its first byte came
+    _head_call = None  # the deadline of a head that arrives in pieces
+    _hosts = 0  # Host headers of the head being parsed
 
     _body: RequestBody | None = None  # the body being received, until it is complete
     _draining: StreamingRequest | None = None  # finished, its body remainder discarded
@@ -628,6 +643,80 @@ class StreamingChannel(http.HTTPChannel):
         super().connectionMade()
         allow_bulk(self.transport)
         self._send_now = direct_writer(self.transport)
+        self.head_timeout = getattr(self.site, "head_timeout", HEAD_TIMEOUT)
+
+    # -- reading request heads ----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Twisted's, plus what it lacks for request heads: a deadline for the whole head
+        (its idle timeout restarts with every byte, so a client sending one byte a second
+        held a connection forever), a 400 for a head with a bare LF (Twisted waits for a
+        CRLF that never comes), and one Host only (L{headerReceived}).
+        """
+        if not self._awaiting_head or self._busyReceiving:
+            # (busy: a reentrant call, from requestDone inside a read; Twisted only
+            # buffers the data, the outer call parses it)
+            _channel_dataReceived(self, data)
+            return
+        now = self.site.reactor.seconds()
+        started = self._head_started
+        if started is None:
+            self._head_started = started = now
+        elif now - started > self.head_timeout:
+            self._head_timed_out()
+            return
+        _channel_dataReceived(self, data)
+        if not self._awaiting_head or self.transport.disconnecting or self.paused:
+            return
+        # Still inside a head. Twisted consumed every CRLF-terminated line, so an LF left
+        # in its line buffer is a bare one.
+        if b"\n" in self._buffer:
+            self._bad_head()
+        elif self._head_call is None:
+            self._head_call = self.callLater(max(0.0, started + self.head_timeout - now),
+                                             self._head_timed_out)
+
+    def headerReceived(self, line: bytes) -> bool:
+        """Twisted's, refusing a second Host header (RFC 9112 3.2: a 400), which Twisted
+        would pass on: the app and hubtwist could then disagree about the host."""
+        if line[:5].lower() == b"host:":
+            self._hosts += 1
+            if self._hosts > 1:
+                self._bad_head()
+                return False
+        return _channel_headerReceived(self, line)
+
+    def _head_done(self) -> None:
+        self._awaiting_head = False
+        self._head_started = None
+        self._hosts = 0
+        call, self._head_call = self._head_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _next_head(self) -> None:
+        """The connection goes back to reading a request head."""
+        self._awaiting_head = True
+        self._head_started = None
+
+    def _head_timed_out(self) -> None:
+        self._head_call = None
+        if not self._awaiting_head or self.transport.disconnecting:
+            return
+        _log.debug("Dropping {peer}: no complete request head within {timeout} s",
+                   peer=self.transport.getPeer(), timeout=self.head_timeout)
+        self._refuse_head(b"408 Request Timeout")
+
+    def _bad_head(self) -> None:
+        self._refuse_head(b"400 Bad Request")
+
+    def _refuse_head(self, status: bytes) -> None:
+        self._head_done()
+        self.persistent = False
+        self.transport.write(b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                             % status)
+        self.loseConnection()
 
     # -- writing to the client --------------------------------------------------------
 
@@ -661,6 +750,7 @@ class StreamingChannel(http.HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         """Dispatch now if a body follows; requests without one go the usual way."""
+        self._head_done()
         length = self.length
         if length == 0:
             _channel_allHeadersReceived(self)
@@ -694,6 +784,7 @@ class StreamingChannel(http.HTTPChannel):
         request = self._draining
         if request is not None:
             self._draining = None
+            self._next_head()
             _channel_requestDone(self, request)
 
     def requestDone(self, request: http.Request) -> None:
@@ -703,6 +794,7 @@ class StreamingChannel(http.HTTPChannel):
         """
         body = self._body
         if body is None:
+            self._next_head()
             _channel_requestDone(self, request)
             return
         body._halt()
@@ -795,7 +887,11 @@ class StreamingChannel(http.HTTPChannel):
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure) -> None:
-        """Cancel a lingering close and fail what is still pending."""
+        """Cancel a lingering close and the head deadline, and fail what is still pending."""
+        if self._head_call is not None:
+            if self._head_call.active():
+                self._head_call.cancel()
+            self._head_call = None
         if self._linger_call is not None:
             if self._linger_call.active():
                 self._linger_call.cancel()
@@ -814,15 +910,20 @@ class StreamingSite(server.Site):
         A larger C{Content-Length} gets an immediate 413 (no body is read); a chunked
         body that grows past it fails its producer with L{BodyTooLarge} and gets a
         413 if the response has not started; either way the connection is closed.
+    @ivar head_timeout: seconds a client has, from the first byte of a request head, to
+        send all of it; then it gets a 408 and the connection is closed. A head with a
+        bare LF gets a 400, and so does one with two Host headers.
     """
 
     protocol = StreamingChannel
     requestFactory = StreamingRequest
 
-    def __init__(self, resource, *, max_body_size: int = 0, **site_kwargs) -> None:
+    def __init__(self, resource, *, max_body_size: int = 0, head_timeout: float = HEAD_TIMEOUT,
+                 **site_kwargs) -> None:
         """
         @param resource: the root resource.
         @param max_body_size: see L{max_body_size}.
+        @param head_timeout: see L{head_timeout}.
         @param site_kwargs: passed to L{server.Site} (C{requestFactory} must produce
             L{StreamingRequest}s; C{parsePOSTFormSubmission} is always C{False}).
         """
@@ -836,3 +937,4 @@ class StreamingSite(server.Site):
             raise TypeError(f"requestFactory must be a StreamingRequest subclass, not {factory!r}")
         super().__init__(resource, parsePOSTFormSubmission=False, **site_kwargs)
         self.max_body_size = max_body_size
+        self.head_timeout = head_timeout

@@ -27,13 +27,31 @@ from hubtwist.config.schema import ServerConfig
 from hubtwist.config.templates import expand, template_values
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.rewritable import ResponseHeaders, RewritableResponse, apply_rewriters
-from hubtwist.proxy.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from hubtwist.proxy.http1 import strip_hop_by_hop
+from hubtwist.proxy.upstream import (
+    DEFAULT_LIMITS, BackendBusy, BackendLimits, UpstreamError, UpstreamPool, UpstreamResponse,
+)
 from hubtwist.proxy.rewrite import (
-    backend_path, forwarded_headers, rewrite_cookie_path, rewrite_location, strip_hop_by_hop,
+    backend_path, forwarded_headers, rewrite_cookie_path, rewrite_location,
 )
 from hubtwist.supervise import BackendAddress, ServerUnavailable, State
 
 log = Logger(namespace="hubtwist.proxy")
+
+IDENTITY_HEADERS = frozenset({b"x-forwarded-user", b"x-hubtwist-user", b"x-cdsdashboards-jh-user"})
+"""The headers that tell an app who is calling (set by the Hub gate with
+C{forward_user_info}). Whatever a client sends under these names, in any spelling, never
+reaches an app: see L{Forwarder.headers_for}."""
+
+_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+              b"x-forwarded-port", b"x-forwarded-prefix")
+
+
+def cgi_name(name: bytes) -> bytes:
+    """The name a CGI/WSGI server gives header C{name} (C{HTTP_X_FORWARDED_USER} for both
+    C{X-Forwarded-User} and C{X_Forwarded_User}), as a lower-case header name: two headers
+    with the same C{cgi_name} are the same header to such an app."""
+    return name.lower().replace(b"_", b"-")
 
 
 def load_callable(import_path: str) -> Callable:
@@ -59,6 +77,7 @@ class Route:
     mappath: object = None
     exclude: re.Pattern | None = None
     rewriters: tuple = ()
+    limits: BackendLimits = DEFAULT_LIMITS
 
     @classmethod
     def for_server(cls, keeper, prefix: bytes, config: ServerConfig, public_base: str) -> "Route":
@@ -69,7 +88,10 @@ class Route:
         if config.exclude_last_activity_patterns:
             exclude = re.compile("|".join(f"(?:{p})" for p in config.exclude_last_activity_patterns))
         rewriters = tuple(load_callable(path) for path in config.rewrite_response)
-        return cls(keeper, prefix, config, public_base, mappath or None, exclude, rewriters)
+        limits = BackendLimits(config.max_connections, config.max_connecting,
+                               config.queue_timeout)
+        return cls(keeper, prefix, config, public_base, mappath or None, exclude, rewriters,
+                   limits)
 
     def counts_as_activity(self, target: bytes) -> bool:
         if not self.config.update_last_activity:
@@ -194,7 +216,8 @@ class _Exchange(Relaying):
         body = request.body
         if body.length == 0:
             body = None
-        sending = self.forwarder.upstream.request(address, request.method, self.target, headers, body)
+        sending = self.forwarder.upstream.request(address, request.method, self.target, headers,
+                                                  body, route.limits)
         if config.request_timeout:
             sending.addTimeout(config.request_timeout, self.forwarder.reactor,
                                onTimeoutCancel=self._timeout_cancelled)
@@ -224,7 +247,8 @@ class _Exchange(Relaying):
         if response.length is not None and request.method != b"HEAD":
             out.setRawHeaders(b"content-length", [b"%d" % response.length])
         self.delivering = True
-        flow = response.deliver(request.write, self.body_done)
+        client = request.channel.transport
+        flow = response.deliver(request.write, self.body_done, client, client.abortConnection)
         if request.finished or self.client_gone:
             return  # all delivered already (its connection may serve another request now)
         self.flow = flow
@@ -312,7 +336,16 @@ def send_upstream_error(request, failure, route: Route, address: BackendAddress,
                         timed_out: bool) -> None:
     """The 502 or 504 page for a request the app did not answer."""
     name = route.keeper.name
-    if timed_out:
+    if failure.check(BackendBusy):
+        busy = failure.value
+        log.warn("[{server}] busy: a request waited {waited:.1f} s for a connection "
+                 "({queued} waiting); see max_connections", server=name, waited=busy.waited,
+                 queued=busy.queued)
+        send_error(request, 503, "App busy",
+                   f"The app {name!r} has all its connections in use "
+                   f"(max_connections = {route.limits.max_connections}) and none came free "
+                   f"within {busy.waited:.0f} s. Try again in a moment.", retry_after=2)
+    elif timed_out:
         send_error(request, 504, "App timed out",
                    f"The app {name!r} did not answer within "
                    f"{route.config.request_timeout:g} s (request_timeout).")
@@ -401,31 +434,39 @@ class Forwarder:
         return NOT_DONE_YET
 
     def upstream_headers(self, request, route: Route, address: BackendAddress) -> list:
-        """The request headers for the app, as (name, value) pairs."""
+        """The request headers for the app, as (name, value) pairs (with the identity
+        headers a gate put on C{request.identity_headers})."""
         client = getattr(request.getClientAddress(), "host", "127.0.0.1").encode()
         return self.headers_for(request.requestHeaders.getAllRawHeaders(), client,
-                                request.isSecure(), route, address)
+                                request.isSecure(), route, address,
+                                getattr(request, "identity_headers", ()))
 
     def headers_for(self, incoming, client: bytes, secure: bool, route: Route,
-                    address: BackendAddress) -> list:
+                    address: BackendAddress, identity=()) -> list:
         """
         The request headers for the app, as (name, value) pairs, from the client's
-        C{incoming} ones as (name, [values]) pairs: hop-by-hop ones dropped, forwarding
-        ones set (C{client} is the client's address), overrides applied.
+        C{incoming} ones as (name, [values]) pairs. First the client's are cleaned:
+        hop-by-hop ones dropped (with those its C{Connection} names, never C{Host}), and
+        every header hubtwist sets itself dropped in any spelling a CGI/WSGI server would
+        fold into the same name (L{cgi_name}: C{X_Forwarded_User}). Then hubtwist's are
+        added: forwarding ones (C{client} is the client's address), the C{identity}
+        headers ((name, value) pairs, L{IDENTITY_HEADERS}), overrides. Adding after
+        stripping is what keeps a client's C{Connection: X-Forwarded-User} from removing
+        hubtwist's own header.
         """
-        kept = strip_hop_by_hop(incoming)
+        override = route.config.request_headers_override
+        kept = [(name, values) for name, values in strip_hop_by_hop(incoming)
+                if not _set_by_hubtwist(name, override)]
         existing = {name.lower(): values for name, values in kept}
         host = existing.get(b"host", [b""])[0]
         port = host.rpartition(b":")[2] if b":" in host and not host.endswith(b"]") else (
             b"443" if secure else b"80")
         forwarded = forwarded_headers(existing, client, b"https" if secure else b"http", host,
                                       port, route.prefix)
-        override = route.config.request_headers_override
-        replaced = {name.lower() for name in override} if override else set()
-        replaced.update(forwarded)
-        pairs = [(name, value) for name, values in kept if name.lower() not in replaced
+        pairs = [(name, value) for name, values in kept if name.lower() not in forwarded
                  for value in values]
         pairs += [(name, values[0]) for name, values in forwarded.items()]
+        pairs += identity
         if not host:
             pairs = [(name, value) for name, value in pairs if name.lower() != b"host"]
             pairs.append((b"Host", address.describe().encode("idna") if address.kind == "tcp" else b"localhost"))
@@ -435,3 +476,14 @@ class Forwarder:
                       for name, value in override.items()]
         return pairs
 
+
+
+def _set_by_hubtwist(name: bytes, override) -> bool:
+    """Whether a client's header C{name} stands for one hubtwist sets itself (identity,
+    forwarding, a C{request_headers_override}), in any spelling; those never pass."""
+    if b"_" not in name and not name[:2].lower() == b"x-" and not override:
+        return False  # the common case, decided without building anything
+    folded = cgi_name(name)
+    if folded in IDENTITY_HEADERS or folded in _FORWARDED and b"_" in name:
+        return True
+    return bool(override) and folded in {cgi_name(key.encode("latin-1")) for key in override}

@@ -34,11 +34,15 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.web.http import RESPONSES, datetimeToString
 
+from hubtwist.proxy.early import HEAD_TIMEOUT
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.forward import (
     Relaying, mapped_headers, send_upstream_error,
 )
-from hubtwist.proxy.rewrite import backend_path, is_header_name, only_crlf_line_ends
+from hubtwist.proxy.http1 import (
+    connection_tokens, is_header_name, only_crlf_line_ends, response_head,
+)
+from hubtwist.proxy.rewrite import backend_path
 from hubtwist.proxy.sending import allow_bulk, direct_writer
 from hubtwist.proxy.splicing import spliceable
 from hubtwist.supervise import State
@@ -123,6 +127,8 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._close_after = False
         self._client_host = b"127.0.0.1"
         self._abort_call = None
+        self._head_call = None  # the deadline of a head that arrives in pieces
+        self._head_timeout = getattr(lean.site, "head_timeout", HEAD_TIMEOUT)
         self.send = None
 
     def connectionMade(self) -> None:
@@ -154,11 +160,32 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._abort_call = self.callLater(ABORT_TIMEOUT, self.transport.abortConnection)
         self.transport.loseConnection()
 
+    def _refuse_head(self, status: bytes) -> None:
+        """Answer a head the lean path will not wait for (408, 400) and close."""
+        self._stop_head_deadline()
+        self.setTimeout(None)
+        self._buffer = b""
+        self.send(b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % status)
+        self.timeoutConnection()
+
+    def _head_timed_out(self) -> None:
+        self._head_call = None
+        if self._exchange is None and not self._handed_over and self.transport.connected:
+            log.debug("Dropping {peer}: no complete request head within {timeout} s",
+                      peer=self.transport.getPeer(), timeout=self._head_timeout)
+            self._refuse_head(b"408 Request Timeout")
+
+    def _stop_head_deadline(self) -> None:
+        call, self._head_call = self._head_call, None
+        if call is not None and call.active():
+            call.cancel()
+
     def connectionLost(self, reason) -> None:
         if self._handed_over:
             self._channel.connectionLost(reason)
             return
         self.setTimeout(None)
+        self._stop_head_deadline()
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         exchange, self._exchange = self._exchange, None
@@ -176,7 +203,14 @@ class LeanChannel(Protocol, TimeoutMixin):
         if end < 0:
             if len(buffer) > MAX_HEAD:
                 self._hand_over()
+            elif buffer.count(b"\n") != buffer.count(b"\r\n"):
+                self._refuse_head(b"400 Bad Request")  # a bare LF: no CRLF CRLF will come
+            elif self._head_call is None:
+                # Its idle timeout restarts with every byte: the whole head has a deadline.
+                self._head_call = self.callLater(self._head_timeout, self._head_timed_out)
             return
+        if self._head_call is not None:
+            self._stop_head_deadline()
         if end > MAX_HEAD:
             self._hand_over()
             return
@@ -273,7 +307,7 @@ def _parse(head: bytes):
         if lower in _NOT_LEAN_HEADERS:
             return None
         if lower == b"connection":
-            tokens = value.lower()
+            tokens = connection_tokens((value,))
             if b"upgrade" in tokens:
                 return None
             close = close or b"close" in tokens
@@ -335,7 +369,8 @@ class _LeanExchange(Relaying):
                        f"hubtwist could not prepare the request for {route.keeper.name!r}.")
             return
         self.target = app_target
-        sending = forwarder.upstream.request(address, self.method, app_target, headers, None)
+        sending = forwarder.upstream.request(address, self.method, app_target, headers, None,
+                                             route.limits)
         if config.request_timeout:
             sending.addTimeout(config.request_timeout, forwarder.reactor,
                                onTimeoutCancel=self._timeout_cancelled)
@@ -362,9 +397,8 @@ class _LeanExchange(Relaying):
         if route.counts_as_activity(self.target):
             route.keeper.touch()
         code = response.code
-        lines = [b"HTTP/1.1 %d %s\r\n" % (code, response.phrase)]
-        for name, value in mapped_headers(self, route, response.headers):
-            lines += (name, b": ", value, b"\r\n")
+        lines = response_head(code, response.phrase, mapped_headers(self, route, response.headers),
+                              end=False)
         no_body = self.method == b"HEAD" or code in _NO_BODY_CODES
         if response.length is not None and not no_body:
             lines.append(b"Content-Length: %d\r\n" % response.length)
@@ -387,7 +421,8 @@ class _LeanExchange(Relaying):
             lines = []  # the client did not take it all at once: the ordinary relay
         # Head and the body bytes already in (all of a small response) go out in one send.
         self.corked = lines
-        flow = response.deliver(self._write, self._body_done)
+        flow = response.deliver(self._write, self._body_done, transport,
+                                transport.abortConnection)
         self.startedWriting = True
         if self.finished:
             return  # delivered and sent already; the connection may serve another request
@@ -458,10 +493,8 @@ class _LeanExchange(Relaying):
         self.error_headers.append((name, value))
 
     def write(self, body: bytes) -> None:
-        lines = [b"HTTP/1.1 %d %s\r\n" % (self.error_code, RESPONSES.get(self.error_code, b"")),
-                 b"Date: %s\r\n" % datetimeToString()]
-        for name, value in self.error_headers:
-            lines += (name, b": ", value, b"\r\n")
+        lines = response_head(self.error_code, RESPONSES.get(self.error_code, b""),
+                              [(b"Date", datetimeToString()), *self.error_headers], end=False)
         if self.channel._close_after:
             lines.append(b"Connection: close\r\n")
         lines += (b"\r\n", b"" if self.method == b"HEAD" else body)

@@ -1,64 +1,14 @@
 """
-Pure rewriting rules of the proxy: which headers cross, what the app is told about the
-client (X-Forwarded-*), which path it sees, and how its redirects and cookies are mapped
-back under the public prefix. Values in, values out; no reactor.
+Pure rewriting rules of the proxy: what the app is told about the client (X-Forwarded-*),
+which path it sees, and how its redirects and cookies are mapped back under the public
+prefix. Values in, values out; no reactor. (Which headers cross a hop, and every other
+rule of the HTTP/1.1 wire format, is L{hubtwist.proxy.http1}.)
 """
 
 from __future__ import annotations
 
-import re
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
-
-# RFC 9110 7.6.1 connection-specific headers, plus the ones a proxy must recompute.
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-    b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"content-length",
-})
-
-
-# RFC 9110 5.1: a header name is a token.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_LINE_BREAKS = b"\x00\r\n"
-
-
-def is_header_name(name: bytes) -> bool:
-    """Whether C{name} is a valid header name (a token)."""
-    return _TOKEN.fullmatch(name) is not None
-
-
-def only_crlf_line_ends(head: bytes) -> bool:
-    """Whether every CR and LF in a message head is part of a CRLF, and it has no NUL: the
-    common case, in which its lines need no further checks for stray line breaks."""
-    newlines = head.count(b"\n")
-    return (head.count(b"\r") == newlines and head.count(b"\r\n") == newlines
-            and b"\x00" not in head)
-
-
-def has_line_breaks(value: bytes) -> bool:
-    """Whether C{value} holds a CR, LF or NUL (never valid in a header, RFC 9110 5.5)."""
-    return len(value.translate(None, _LINE_BREAKS)) != len(value)
-
-
-def without_line_breaks(value: bytes) -> bytes:
-    """C{value} with every CR, LF and NUL replaced by a space (what twisted.web does)."""
-    return value.replace(b"\r", b" ").replace(b"\n", b" ").replace(b"\x00", b" ")
-
-
-def strip_hop_by_hop(headers: Iterable[tuple[bytes, list[bytes]]]) -> list[tuple[bytes, list[bytes]]]:
-    """
-    Drop hop-by-hop headers and any header the C{Connection} header names
-    (C{Connection: close, X-Foo} makes X-Foo hop-by-hop too). Names compare case-blind and
-    are returned as given.
-    """
-    items = list(headers)
-    named = HOP_BY_HOP
-    for name, values in items:
-        if name.lower() == b"connection":
-            named = set(HOP_BY_HOP)
-            for value in values:
-                named.update(token.strip().lower() for token in value.split(b",") if token.strip())
-    return [(name, values) for name, values in items if name.lower() not in named]
 
 
 def backend_path(

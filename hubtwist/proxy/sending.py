@@ -20,7 +20,7 @@ from typing import Callable
 
 from twisted.internet.abstract import FileDescriptor
 
-__all__ = ["BULK_BUFFER", "allow_bulk", "direct_writer", "has_buffers"]
+__all__ = ["BULK_BUFFER", "allow_bulk", "direct_writer", "has_buffers", "queued_bytes"]
 
 # A client connection's write buffer before the app's connection is paused, and the most
 # sent per call (Twisted: 64 KiB and 128 KiB). See allow_bulk.
@@ -30,6 +30,14 @@ BULK_BUFFER = 512 * 1024
 def has_buffers(transport) -> bool:
     return (isinstance(transport, FileDescriptor) and hasattr(transport, "dataBuffer")
             and hasattr(transport, "_tempDataLen"))
+
+
+def queued_bytes(transport) -> int:
+    """How many bytes wait in C{transport}'s write buffers (0 when it cannot be known):
+    a stalled reader's count does not go down."""
+    if transport is None or not has_buffers(transport):
+        return 0
+    return len(transport.dataBuffer) + transport._tempDataLen
 
 
 def allow_bulk(transport) -> None:

@@ -89,8 +89,16 @@ class BodySplice:
     """
 
     def __init__(self, reactor, source, sink, length: int,
-                 done: Callable[[Failure | None], None]) -> None:
+                 done: Callable[[Failure | None], None], stall_timeout: float = 0) -> None:
+        """
+        @param stall_timeout: when more than 0, a client that takes nothing for this many
+            seconds while the pipe holds data ends the move with L{ClientGone}.
+        """
         self._reactor = reactor
+        self._stall_timeout = stall_timeout
+        self._stall_call = None
+        self._sent = 0
+        self._sent_at_check = 0
         self._source = source
         self._sink = sink
         self._remaining = length
@@ -113,6 +121,8 @@ class BodySplice:
         self._pipe = (read_end, write_end)
         self._source.stopReading()
         self._sink.stopReading()
+        if self._stall_timeout > 0:
+            self._stall_call = self._reactor.callLater(self._stall_timeout, self._check_stall)
         self._read_more()
 
     def stop(self) -> None:
@@ -169,6 +179,7 @@ class BodySplice:
                 self._finish(Failure(ClientGone(f"the client's connection failed: {error}")))
                 return
             self._in_pipe -= moved
+            self._sent += moved
         if self._in_pipe:
             if not self._writing:
                 self._writing = True
@@ -185,10 +196,26 @@ class BodySplice:
         else:
             self._read_more()
 
+    def _check_stall(self) -> None:
+        """Every C{stall_timeout}: the client must have taken something meanwhile, unless
+        nothing was waiting for it (the app is the slow one)."""
+        self._stall_call = None
+        if self._finished:
+            return
+        if self._writing and self._sent == self._sent_at_check:
+            self._finish(Failure(ClientGone(
+                f"the client took nothing for {self._stall_timeout:g} s")))
+            return
+        self._sent_at_check = self._sent
+        self._stall_call = self._reactor.callLater(self._stall_timeout, self._check_stall)
+
     def _finish(self, failure: Failure | None, notify: bool = True) -> None:
         if self._finished:
             return
         self._finished = True
+        if self._stall_call is not None and self._stall_call.active():
+            self._stall_call.cancel()
+        self._stall_call = None
         if self._reading:
             self._reactor.removeReader(self._reader)
         if self._writing:

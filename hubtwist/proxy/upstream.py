@@ -10,9 +10,25 @@ together. A proxy knows its headers are already valid (they came off a parsed re
 only needs: status, headers as pairs, and body framing. L{UpstreamPool.request} is the
 whole surface.
 
-Retries: a request without a body that fails on a reused connection before any byte of
-the response arrived is retried once on a new connection (the app closed an idle
-keep-alive connection as we picked it). Requests with a body are never retried.
+Retries: a GET, HEAD, OPTIONS or TRACE without a body that fails on a reused connection
+before any byte of the response arrived is retried once on a new connection (the app closed
+an idle keep-alive connection as we picked it). Other methods are never sent twice: the app
+may have acted on the first one before its connection died (what twisted.web.client does).
+
+Limits (L{BackendLimits}, in the spirit of HAProxy's C{maxconn}): per backend address, at
+most C{max_connections} connections are open and at most C{max_connecting} are unproven
+(being connected, or connected without a first response yet: the app may not have accepted
+them). Requests beyond that wait in a FIFO queue and take keep-alive connections as they
+free up; one that waits longer than C{queue_timeout} fails with L{BackendBusy}. Without
+this, a burst of requests that waited for an app to start opened one connection each in
+the same tick: an app with a small listen backlog (Python's C{http.server}: 5) dropped the
+SYNs it could not queue, and the answers came in waves of SYN retransmits, up to tens of
+seconds apart. Limiting unproven connections bounds what sits in the app's accept queue.
+
+Stalled clients: a response body whose consumer (the client's connection) keeps it paused
+for C{stall_timeout} seconds without taking a byte gets the C{stalled} callback given to
+L{UpstreamResponse.deliver} (the exchanges drop the client; that drops the app's
+connection too). A slow client that still reads is never cut.
 """
 
 from __future__ import annotations
@@ -20,27 +36,68 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable
 
+import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from hubtwist.proxy.rewrite import (
-    HOP_BY_HOP, has_line_breaks, is_header_name, only_crlf_line_ends, without_line_breaks,
+from hubtwist.proxy.http1 import (
+    MAX_HEAD, ChunkedDecoder, WireError, is_idempotent, parse_response_head, request_head,
 )
-from hubtwist.proxy.sending import direct_writer
+from hubtwist.proxy.sending import direct_writer, queued_bytes
 from hubtwist.proxy.splicing import HAVE_SPLICE, SPLICE_MIN, BodySplice, spliceable
 from hubtwist.supervise import BackendAddress
 
-MAX_HEAD = 65536
 READ_SIZE = 262144
-_INTERIM = object()
-_AFTER_CHUNK = -2
-_TRAILERS = -1
+STALL_TIMEOUT = 60.0
+_BODYLESS_WITH_LENGTH = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
 class UpstreamError(Exception):
     """The app closed the connection or sent something that is not an HTTP/1.x response."""
+
+
+class BackendBusy(Exception):
+    """A request waited longer than C{queue_timeout} for a connection to its app.
+
+    @ivar waited: the seconds it waited.
+    @ivar queued: the requests that were waiting for the same app then (itself included).
+    """
+
+    def __init__(self, waited: float, queued: int) -> None:
+        self.waited = waited
+        self.queued = queued
+        super().__init__(f"no connection to the app was free within {waited:g} s "
+                         f"({queued} requests waiting)")
+
+
+def _positive_int(_instance, attribute, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{attribute.name} must be a whole number >= 1, not {value!r}")
+
+
+def _positive_number(_instance, attribute, value) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a number > 0, not {value!r}")
+
+
+@attrs.frozen
+class BackendLimits:
+    """
+    How many connections one app gets (see the module docstring).
+
+    @ivar max_connections: open connections at most (busy, idle and being opened).
+    @ivar max_connecting: connections being opened or not yet answered at most.
+    @ivar queue_timeout: seconds a request may wait for a connection.
+    """
+
+    max_connections: int = attrs.field(default=256, validator=_positive_int)
+    max_connecting: int = attrs.field(default=4, validator=_positive_int)
+    queue_timeout: float = attrs.field(default=30.0, validator=_positive_number)
+
+
+DEFAULT_LIMITS = BackendLimits()
 
 
 class UpstreamResponse:
@@ -51,17 +108,20 @@ class UpstreamResponse:
     def __init__(self, code: int, phrase: bytes, headers: list, length: int | None, connection) -> None:
         self.code = code
         self.phrase = phrase
-        self.headers = headers  # [(name, value)] as received
+        self.headers = headers  # [(name, value)]: end-to-end, clean (hubtwist.proxy.http1)
         self.length = length  # None when not known in advance (chunked, or until close)
         self._connection = connection
 
-    def deliver(self, write: Callable[[bytes], None], done: Callable[[Failure | None], None]):
+    def deliver(self, write: Callable[[bytes], None], done: Callable[[Failure | None], None],
+                client=None, stalled: Callable[[], None] | None = None):
         """
         Send the body to C{write} as it arrives; C{done(None)} at its end, or
         C{done(failure)} if the connection broke. Returns the producer (pause/resume/stop)
-        that controls the flow: register it with the consumer for backpressure.
+        that controls the flow: register it with the consumer for backpressure. When the
+        consumer keeps it paused for the pool's C{stall_timeout} while C{client} (the
+        client's transport) takes nothing of what is queued for it, C{stalled()} is called.
         """
-        return self._connection.deliver(write, done)
+        return self._connection.deliver(write, done, client, stalled)
 
     def splice_ready(self, sink) -> bool:
         """Whether the rest of the body can go to C{sink} (a client transport) by splice:
@@ -75,20 +135,30 @@ class UpstreamResponse:
     def splice_to(self, sink, done: Callable[[Failure | None], None]):
         """
         Move the rest of the body to C{sink} in the kernel (L{BodySplice}); C{done} as in
-        L{deliver}, with a L{ClientGone} failure when the client's side broke. Returns a
-        producer whose C{stopProducing} stops the move and drops the app's connection.
+        L{deliver}, with a L{ClientGone} failure when the client's side broke or took
+        nothing for C{stall_timeout}. Returns a producer whose C{stopProducing} stops the
+        move and drops the app's connection.
         """
         return self._connection._splice_to(sink, done)
 
 
 class _Connection(Protocol):
-    """One keep-alive HTTP/1.1 connection to an app."""
+    """
+    One keep-alive HTTP/1.1 connection to an app.
+
+    @ivar reused: it answered a request before the current one.
+    @ivar proven: it answered at least one response head (the app accepted it).
+    @ivar counted: the pool counts it in its backend's limits (it opened it).
+    @ivar idle_since: when it was last released to the pool.
+    """
 
     def __init__(self, pool: "UpstreamPool", address: BackendAddress) -> None:
         self._pool = pool
         self._address = address
         self._reset()
         self.reused = False
+        self.proven = False
+        self.counted = False
         self.idle_since = 0.0
         self.send_now = None  # the transport's direct writer, once connected
         self._splice = None  # a BodySplice moving the body, meanwhile
@@ -100,10 +170,9 @@ class _Connection(Protocol):
         self._waiting: Deferred | None = None
         self._head = b""
         self._head_done = False
-        self._method_head = False
+        self._method = b"GET"
         self._remaining: int | None = 0
-        self._chunked = False
-        self._chunk_state = b""
+        self._chunks: ChunkedDecoder | None = None
         self._until_close = False
         self._reusable = True
         self._write = None
@@ -117,21 +186,16 @@ class _Connection(Protocol):
     def send(self, method: bytes, target: bytes, headers: list, body) -> Deferred:
         self._reset()
         self._waiting = Deferred(self._cancel)
-        self._method_head = method == b"HEAD"
-        lines = [method, b" ", target, b" HTTP/1.1\r\n"]
-        for name, value in headers:
-            lines += [name, b": ", value, b"\r\n"]
+        self._method = method
         if body is None:
-            if method in (b"POST", b"PUT", b"PATCH"):
-                lines.append(b"Content-Length: 0\r\n")
-            lines.append(b"\r\n")
-            self.send_now(b"".join(lines))
+            framing = b"Content-Length: 0\r\n" if method in _BODYLESS_WITH_LENGTH else b""
+            self.send_now(request_head(method, target, headers, framing))
         else:
             self._request_sent = False
             chunked = not isinstance(body.length, int)
-            lines.append(b"Transfer-Encoding: chunked\r\n\r\n" if chunked
-                         else b"Content-Length: %d\r\n\r\n" % body.length)
-            self.send_now(b"".join(lines))
+            framing = (b"Transfer-Encoding: chunked\r\n" if chunked
+                       else b"Content-Length: %d\r\n" % body.length)
+            self.send_now(request_head(method, target, headers, framing))
             _BodySender(self, body, chunked).start()
         return self._waiting
 
@@ -155,74 +219,49 @@ class _Connection(Protocol):
             self._head = b""
             if self._waiting is None:
                 return  # cancelled meanwhile; the connection is being aborted
-            outcome = self._parse_head(head, data)
-            if outcome is _INTERIM:
-                continue  # 100 Continue and friends: the real head follows
-            return  # failed, or answered: the rest of `data` went with the response
+            if not self._parse_head(head, data):
+                return  # failed, or answered: the rest of `data` went with the response
+            # else 100 Continue and friends: the real head follows
         if data:
             self._body_data(data)
 
-    def _parse_head(self, head: bytes, rest: bytes):
+    def _parse_head(self, head: bytes, rest: bytes) -> bool:
         """The response head -> the waiting request's L{UpstreamResponse}, with C{rest}
         (what followed the head in the same read) ready for its C{deliver}: a small
-        response then reaches the client head and body in one write."""
-        lines = head.split(b"\r\n")
-        status = lines[0].split(b" ", 2)
-        if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or not status[1].isdigit():
-            self._fail_head("the app did not answer with HTTP/1.x")
-            return None
-        code = int(status[1])
-        if 100 <= code < 200 and code != 101:
-            return _INTERIM
-        suspect = not only_crlf_line_ends(head)  # rare: then each value is checked
-        headers = []
-        length = None
-        declared_length = None
-        named = ()  # headers the app's Connection header makes hop-by-hop
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not is_header_name(name):
-                continue  # not a header line; twisted.web would refuse to send it anyway
-            value = value.strip()
-            if suspect and has_line_breaks(value):
-                value = without_line_breaks(value)  # a lone CR/LF must not start a header
-            lower = name.lower()
-            if lower == b"content-length":
-                length = int(value) if value.isdigit() else None
-                declared_length = (name, value)
-            elif lower == b"transfer-encoding":
-                self._chunked = b"chunked" in value.lower()
-            elif lower == b"connection":
-                tokens = [token.strip() for token in value.lower().split(b",")]
-                if b"close" in tokens:
-                    self._reusable = False
-                named = (*named, *tokens)
-            elif lower not in HOP_BY_HOP:
-                headers.append((name, value))
-        if named:
-            headers = [(name, value) for name, value in headers if name.lower() not in named]
-        if status[0] == b"HTTP/1.0":
+        response then reaches the client head and body in one write. True for an interim
+        (1xx) head: another one follows."""
+        try:
+            parsed = parse_response_head(head)
+        except WireError as error:
+            self._fail_head(str(error))
+            return False
+        if parsed.interim:
+            return True
+        if not self.proven:
+            self.proven = True
+            self._pool._proven(self)
+        if not parsed.keep_alive:
             self._reusable = False
         self._head_done = True
-        if self._method_head or code in (204, 304):
-            self._remaining, self._chunked = 0, False
-            if self._method_head:
-                length = 0
-                if declared_length is not None:  # what a GET would get: no body follows
-                    headers.append(declared_length)
-        elif self._chunked:
-            self._remaining, length = None, None
+        length = parsed.body_length(self._method)
+        headers = parsed.headers
+        if length == 0:
+            self._remaining = 0
+            if self._method == b"HEAD" and parsed.length is not None:
+                # what a GET would get; no body follows
+                headers = [*headers, (b"Content-Length", b"%d" % parsed.length)]
+        elif parsed.chunked:
+            self._remaining, self._chunks = None, ChunkedDecoder()
         elif length is not None:
             self._remaining = length
         else:
             self._until_close, self._reusable, self._remaining = True, False, None
+        if parsed.length is not None and parsed.transfer_encoded:
+            self._reusable = False  # both framings given: do not trust what follows
         waiting, self._waiting = self._waiting, None
         self._pending_body = rest
-        phrase = status[2] if len(status) > 2 else b""
-        if suspect and has_line_breaks(phrase):
-            phrase = without_line_breaks(phrase)
-        waiting.callback(UpstreamResponse(code, phrase, headers, length, self))
-        return True
+        waiting.callback(UpstreamResponse(parsed.code, parsed.phrase, headers, length, self))
+        return False
 
     def _fail_head(self, why: str) -> None:
         self._reusable = False
@@ -231,20 +270,20 @@ class _Connection(Protocol):
             waiting.errback(UpstreamError(why))
         self.transport.abortConnection()
 
-    def deliver(self, write, done):
+    def deliver(self, write, done, client=None, stalled=None):
         self._write, self._done = write, done
         pending, self._pending_body = self._pending_body, b""
         if pending:
             self._body_data(pending)
-        elif self._remaining == 0 and not self._chunked and not self._until_close:
+        elif self._remaining == 0 and self._chunks is None and not self._until_close:
             self._body_finished()
-        return _BodyFlow(self)
+        return _BodyFlow(self, client, stalled)
 
     def _body_data(self, data: bytes) -> None:
         if self._write is None:
             self._pending_body += data
             return
-        if self._chunked:
+        if self._chunks is not None:
             self._chunk_data(data)
         elif self._until_close:
             self._write(data)
@@ -259,51 +298,23 @@ class _Connection(Protocol):
                 self._body_finished()
 
     def _chunk_data(self, data: bytes) -> None:
-        """Decode C{Transfer-Encoding: chunked}; C{_remaining} is the state: bytes left in
-        the current chunk (> 0), None (a size line is next), _AFTER_CHUNK (its CRLF is
-        next) or _TRAILERS (trailer lines until an empty one)."""
-        buffer = self._chunk_state + data
-        self._chunk_state = b""
-        while buffer:
-            state = self._remaining
-            if state is not None and state > 0:
-                piece = buffer[:state]
-                buffer = buffer[len(piece):]
-                self._remaining = state - len(piece)
-                self._write(piece)
-                if self._remaining == 0:
-                    self._remaining = _AFTER_CHUNK
-                continue
-            if state == _AFTER_CHUNK:
-                if len(buffer) < 2:
-                    self._chunk_state = buffer
-                    return
-                buffer, self._remaining = buffer[2:], None
-                continue
-            end = buffer.find(b"\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEAD:
-                    self._malformed_chunk()
-                    return
-                self._chunk_state = buffer
-                return
-            line, buffer = buffer[:end], buffer[end + 2:]
-            if state == _TRAILERS:
-                if not line:
-                    self._body_finished()
-                    return
-                continue
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self._malformed_chunk()
-                return
-            self._remaining = size if size else _TRAILERS
-
-    def _malformed_chunk(self) -> None:
-        self._reusable = False
-        self._end_body(Failure(UpstreamError("the app sent a malformed chunked body")))
-        self.transport.abortConnection()
+        decoder = self._chunks
+        try:
+            pieces = decoder.feed(data)
+        except WireError as error:
+            self._reusable = False
+            self._end_body(Failure(UpstreamError(f"the app sent a malformed chunked body: {error}")))
+            self.transport.abortConnection()
+            return
+        write = self._write
+        for piece in pieces:
+            write(piece)
+            if self._write is None:
+                return  # the consumer went away while writing
+        if decoder.done:
+            if decoder.rest:
+                self._reusable = False  # bytes beyond the framing
+            self._body_finished()
 
     def _body_finished(self) -> None:
         self._end_body(None)
@@ -311,7 +322,7 @@ class _Connection(Protocol):
     # -- splicing (see hubtwist.proxy.splicing) ----------------------------------------------
 
     def _splice_ready(self, sink) -> bool:
-        return (HAVE_SPLICE and not self._chunked and not self._until_close
+        return (HAVE_SPLICE and self._chunks is None and not self._until_close
                 and self._write is None and self._remaining is not None
                 and self._remaining - len(self._pending_body) >= SPLICE_MIN
                 and spliceable(self.transport) and spliceable(sink))
@@ -325,7 +336,7 @@ class _Connection(Protocol):
         self._done = done
         self._write = _no_write  # nothing reaches the protocol while the kernel moves it
         self._splice = BodySplice(self._pool._reactor, self.transport, sink, self._remaining,
-                                  self._spliced)
+                                  self._spliced, stall_timeout=self._pool.stall_timeout)
         self._splice.start()
         return _SpliceFlow(self)
 
@@ -352,6 +363,7 @@ class _Connection(Protocol):
         if done is None:
             return
         self._head_done = False
+        self._chunks = None
         if failure is None and self._reusable and self._request_sent:
             # The client may have paused us just before the body ended; an idle connection
             # must be reading again, or its next response would never be seen.
@@ -400,23 +412,59 @@ class _SpliceFlow:
 
 
 class _BodyFlow:
-    """The producer of a response body: pausing it stops reading from the app."""
+    """
+    The producer of a response body: pausing it stops reading from the app. While the
+    consumer keeps it paused, a timer checks every C{stall_timeout} seconds that the client
+    took something of what is queued for it; when it did not, C{stalled()} is called.
+    """
 
-    def __init__(self, connection: _Connection) -> None:
+    __slots__ = ("_connection", "_client", "_stalled", "_paused", "_timer", "_queued")
+
+    def __init__(self, connection: _Connection, client, stalled) -> None:
         self._connection = connection
+        self._client = client
+        self._stalled = stalled
+        self._paused = False
+        self._timer = None
+        self._queued = 0
 
     def pauseProducing(self) -> None:
+        self._paused = True
         self._connection.transport.pauseProducing()
+        if self._stalled is not None and self._timer is None:
+            self._watch()
 
     def resumeProducing(self) -> None:
+        self._paused = False
         self._connection.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         """The client went away: drop the app's response and its connection."""
+        self._unwatch()
         connection = self._connection
         connection._reusable = False
         connection._done = connection._write = None
         connection.transport.abortConnection()
+
+    def _watch(self) -> None:
+        self._queued = queued_bytes(self._client)
+        self._timer = self._connection._pool._reactor.callLater(
+            self._connection._pool.stall_timeout, self._check)
+
+    def _unwatch(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _check(self) -> None:
+        self._timer = None
+        if not self._paused or self._connection._write is None:
+            return  # flowing again, or over
+        if queued_bytes(self._client) < self._queued:
+            self._watch()  # slow, but reading
+            return
+        stalled, self._stalled = self._stalled, None
+        stalled()
 
 
 class _NeverAnswered(UpstreamError):
@@ -460,54 +508,198 @@ class _BodySender:
         transport.abortConnection()
 
 
+class _Backend:
+    """
+    The pool's state for one app address.
+
+    @ivar idle: connections ready for a request, the most recently released last.
+    @ivar open: connections open or being opened (all of them, idle ones included).
+    @ivar unproven: connections being opened, or open without a first response yet.
+    @ivar connecting: connections being opened (not yet handed to a request).
+    @ivar waiting: requests waiting for a connection, in arrival order (L{_Waiter}s).
+    @ivar limits: the L{BackendLimits} the last request for this address came with.
+    """
+
+    __slots__ = ("idle", "open", "unproven", "connecting", "waiting", "limits")
+
+    def __init__(self, limits: BackendLimits) -> None:
+        self.idle: deque[_Connection] = deque()
+        self.open = 0
+        self.unproven = 0
+        self.connecting = 0
+        self.waiting: deque[_Waiter] = deque()
+        self.limits = limits
+
+    def may_open(self) -> bool:
+        limits = self.limits
+        return self.open < limits.max_connections and self.unproven < limits.max_connecting
+
+
+class _Waiter:
+    """A request waiting for a connection: C{deferred} fires with it."""
+
+    __slots__ = ("deferred", "since", "timer")
+
+    def __init__(self, deferred: Deferred, since: float) -> None:
+        self.deferred = deferred
+        self.since = since
+        self.timer = None
+
+
 class UpstreamPool:
     """
     Keep-alive connections to apps, per L{BackendAddress}: up to C{per_host} idle ones are
     kept for C{idle_timeout} seconds (below the usual app keep-alive, so we rarely pick a
-    connection the app is closing).
+    connection the app is closing); connections are opened within each request's
+    L{BackendLimits}, and requests beyond them queue (see the module docstring).
+
+    @ivar stall_timeout: seconds a client may take nothing of a response body while it
+        pauses the app's connection.
     """
 
-    def __init__(self, reactor, *, per_host: int = 64, idle_timeout: float = 4.0) -> None:
+    def __init__(self, reactor, *, per_host: int = 64, idle_timeout: float = 4.0,
+                 stall_timeout: float = STALL_TIMEOUT) -> None:
         self._reactor = reactor
         self._per_host = per_host
         self._idle_timeout = idle_timeout
-        self._idle: dict[BackendAddress, deque[_Connection]] = {}
+        self.stall_timeout = stall_timeout
+        self._backends: dict[BackendAddress, _Backend] = {}
         self._sweeper = None
 
-    def request(self, address: BackendAddress, method: bytes, target: bytes, headers: list, body) -> Deferred:
+    def request(self, address: BackendAddress, method: bytes, target: bytes, headers: list,
+                body, limits: BackendLimits = DEFAULT_LIMITS) -> Deferred:
         """
-        Send one request (C{headers} as (name, value) byte pairs, without framing headers;
-        C{body} an L{IBodyProducer} or None). Fires with an L{UpstreamResponse}; cancel it
-        to abort the connection.
+        Send one request (C{headers} as (name, value) byte pairs, clean, without framing
+        headers; C{body} an L{IBodyProducer} or None). Fires with an L{UpstreamResponse},
+        or fails with L{UpstreamError}, L{BackendBusy} or the connect error; cancel it to
+        abort the connection (or leave the queue).
         """
-        # (cancelling it cancels what it waits on: the connect, the response, a retry)
-        return self._attempt(address, method, target, headers, body, retry=body is None)
+        backend = self._backends.get(address)
+        if backend is None:
+            backend = self._backends[address] = _Backend(limits)
+        else:
+            backend.limits = limits
+        retry = body is None and is_idempotent(method)
+        return self._attempt(address, backend, method, target, headers, body, retry)
 
-    def _attempt(self, address, method, target, headers, body, retry: bool) -> Deferred:
-        idle = self._idle.get(address)
+    def _attempt(self, address, backend: _Backend, method, target, headers, body,
+                 retry: bool) -> Deferred:
+        idle = backend.idle
         while idle:
             connection = idle.pop()
             if connection.transport is not None and connection.transport.connected:
-                connection.reused = True
-                sending = connection.send(method, target, headers, body)
-                if retry:
-                    sending.addErrback(self._retry_on_stale, address, method, target, headers, body)
-                return sending
-        return self._connect(address).addCallback(
-            lambda connection: connection.send(method, target, headers, body))
+                return self._send(connection, address, backend, method, target, headers, body,
+                                  retry)
+        waiter = _Waiter(Deferred(lambda deferred: self._leave_queue(backend, deferred)),
+                         self._reactor.seconds())
+        backend.waiting.append(waiter)
+        waiter.timer = self._reactor.callLater(backend.limits.queue_timeout, self._queue_expired,
+                                               backend, waiter)
+        self._open_more(address, backend)
+        return waiter.deferred.addCallback(self._send, address, backend, method, target, headers,
+                                           body, retry)
 
-    def _retry_on_stale(self, failure, address, method, target, headers, body):
+    def _send(self, connection: "_Connection", address, backend, method, target, headers, body,
+              retry: bool) -> Deferred:
+        sending = connection.send(method, target, headers, body)
+        if retry and connection.reused:
+            sending.addErrback(self._retry_on_stale, address, backend, method, target, headers,
+                               body)
+        return sending
+
+    def _retry_on_stale(self, failure, address, backend, method, target, headers, body):
         if failure.check(_NeverAnswered) and failure.value.retryable:
-            return self._attempt(address, method, target, headers, body, retry=False)
+            return self._attempt(address, backend, method, target, headers, body, retry=False)
         return failure
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def _open_more(self, address: BackendAddress, backend: _Backend) -> None:
+        """Open connections for waiting requests, as far as the limits allow."""
+        while len(backend.waiting) > backend.connecting and backend.may_open():
+            backend.open += 1
+            backend.unproven += 1
+            backend.connecting += 1
+            self._connect(address).addCallbacks(self._connected, self._connect_failed,
+                                                (address, backend), None, (address, backend),
+                                                None)
+
+    def _connected(self, connection: "_Connection", address: BackendAddress,
+                   backend: _Backend) -> None:
+        connection.counted = True
+        backend.connecting -= 1
+        self._hand(address, backend, connection)
+
+    def _connect_failed(self, failure: Failure, address: BackendAddress,
+                        backend: _Backend) -> None:
+        backend.open -= 1
+        backend.unproven -= 1
+        backend.connecting -= 1
+        # The first waiting request gets the failure (a 502 for an app that refuses);
+        # the others get their own attempts, so none waits for a connect nobody makes.
+        waiter = self._next_waiter(backend)
+        if waiter is not None:
+            waiter.deferred.errback(failure)
+        self._open_more(address, backend)
+
+    def _hand(self, address: BackendAddress, backend: _Backend, connection: "_Connection") -> None:
+        """A connection is free: to the first waiting request, else to the idle ones."""
+        waiter = self._next_waiter(backend)
+        if waiter is not None:
+            waiter.deferred.callback(connection)
+            return
+        self._keep_idle(backend, connection)
+
+    def _next_waiter(self, backend: _Backend) -> "_Waiter | None":
+        waiting = backend.waiting
+        while waiting:
+            waiter = waiting.popleft()
+            if waiter.timer is not None and waiter.timer.active():
+                waiter.timer.cancel()
+            if not waiter.deferred.called:
+                return waiter
+        return None
+
+    def _leave_queue(self, backend: _Backend, deferred: Deferred) -> None:
+        for waiter in backend.waiting:
+            if waiter.deferred is deferred:
+                backend.waiting.remove(waiter)
+                if waiter.timer is not None and waiter.timer.active():
+                    waiter.timer.cancel()
+                return
+
+    def _queue_expired(self, backend: _Backend, waiter: _Waiter) -> None:
+        waiter.timer = None
+        queued = len(backend.waiting)
+        try:
+            backend.waiting.remove(waiter)
+        except ValueError:
+            return
+        waiter.deferred.errback(BackendBusy(self._reactor.seconds() - waiter.since, queued))
+
+    # -- connections -------------------------------------------------------------------------
 
     def _connect(self, address: BackendAddress) -> Deferred:
         factory = Factory.forProtocol(lambda: _Connection(self, address))
         factory.noisy = False
         return address.endpoint(self._reactor, timeout=10).connect(factory).addCallback(_no_delay)
 
+    def _proven(self, connection: _Connection) -> None:
+        if connection.counted:
+            backend = self._backends.get(connection._address)
+            if backend is not None:
+                backend.unproven -= 1
+                self._open_more(connection._address, backend)
+
     def _release(self, address: BackendAddress, connection: _Connection) -> None:
-        idle = self._idle.setdefault(address, deque())
+        backend = self._backends.get(address)
+        if backend is None:
+            backend = self._backends[address] = _Backend(DEFAULT_LIMITS)
+        connection.reused = True
+        self._hand(address, backend, connection)
+
+    def _keep_idle(self, backend: _Backend, connection: _Connection) -> None:
+        idle = backend.idle
         if len(idle) >= self._per_host:
             connection.transport.loseConnection()
             return
@@ -522,7 +714,8 @@ class UpstreamPool:
         self._sweeper = None
         oldest_allowed = self._reactor.seconds() - self._idle_timeout
         remaining = False
-        for idle in self._idle.values():
+        for backend in self._backends.values():
+            idle = backend.idle
             # Connections are appended as they are released: the stale ones are at the left.
             while idle and idle[0].idle_since <= oldest_allowed:
                 idle.popleft().transport.loseConnection()
@@ -531,16 +724,31 @@ class UpstreamPool:
             self._sweeper = self._reactor.callLater(self._idle_timeout / 4, self._sweep)
 
     def _lost(self, address: BackendAddress, connection: _Connection) -> None:
-        idle = self._idle.get(address)
-        if idle and connection in idle:
-            idle.remove(connection)
+        backend = self._backends.get(address)
+        if backend is None:
+            return
+        if connection in backend.idle:
+            backend.idle.remove(connection)
+        if connection.counted:
+            connection.counted = False  # once
+            backend.open -= 1
+            if not connection.proven:
+                backend.unproven -= 1
+            if backend.waiting:
+                self._open_more(address, backend)
+
+    def open_connections(self, address: BackendAddress) -> int:
+        """How many connections to C{address} are open or being opened."""
+        backend = self._backends.get(address)
+        return backend.open if backend is not None else 0
 
     def close(self) -> Deferred:
         """Close every idle connection (at shutdown)."""
         if self._sweeper is not None and self._sweeper.active():
             self._sweeper.cancel()
         self._sweeper = None
-        for idle in self._idle.values():
+        for backend in self._backends.values():
+            idle = backend.idle
             while idle:
                 idle.pop().transport.loseConnection()
         return succeed(None)
@@ -561,4 +769,7 @@ def _no_delay(protocol):
     return protocol
 
 
-__all__ = ["UpstreamError", "UpstreamPool", "UpstreamResponse"]
+__all__ = [
+    "DEFAULT_LIMITS", "BackendBusy", "BackendLimits", "UpstreamError", "UpstreamPool",
+    "UpstreamResponse",
+]

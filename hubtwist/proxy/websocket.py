@@ -44,6 +44,7 @@ from twisted.logger import Logger
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.rawsocket import SocketPump, TransportEnd, pumpable
 from hubtwist.proxy.forward import mapped_headers
+from hubtwist.proxy.http1 import connection_tokens
 from hubtwist.proxy.ws_frames import (
     CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
     FrameDecoder, FrameSplicer, accept_key, close_frame, close_payload, encode_frame,
@@ -475,7 +476,7 @@ class SpliceSession(_Session):
             if parsed is None:
                 return
             head, rest = parsed
-            if 100 <= head.code < 200 and head.code != 101:
+            if head.interim:
                 self.buffer = rest  # an interim response (100 Continue, 103 Early Hints)
                 continue
             break
@@ -491,7 +492,7 @@ class SpliceSession(_Session):
                             f"{what}.")
 
     def _switching(self, head, rest: bytes) -> None:
-        if b"websocket" not in head.tokens(b"upgrade"):
+        if b"websocket" not in connection_tokens([head.upgrade]):
             self._bad_answer("its 101 does not say 'Upgrade: websocket'")
             return
         key = self.request.requestHeaders.getRawHeaders(b"sec-websocket-key")[0]

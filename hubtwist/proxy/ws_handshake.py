@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from hubtwist.proxy.rewrite import HOP_BY_HOP
+from hubtwist.proxy.http1 import (
+    MAX_HEAD, ChunkedDecoder, ResponseHead, WireError, parse_response_head, response_head,
+)
 
-MAX_HEAD = 64 * 1024
-"""The longest response head accepted from an app."""
+__all__ = [
+    "MAX_HEAD", "BodyReader", "HandshakeError", "ResponseHead", "end_to_end",
+    "handshake_request", "parse_head", "select_raw_subprotocol", "switching_protocols",
+]
 
 
-class HandshakeError(Exception):
+class HandshakeError(WireError):
     """The app's answer to the handshake is not HTTP, or not a usable 101."""
 
 
@@ -38,30 +42,12 @@ def handshake_request(target: bytes, headers: Iterable[tuple[bytes, list[bytes]]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-class ResponseHead:
-    """A parsed response head: C{code}, C{phrase}, C{headers} (name, value pairs in order)."""
-
-    __slots__ = ("code", "phrase", "headers")
-
-    def __init__(self, code: int, phrase: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.code = code
-        self.phrase = phrase
-        self.headers = headers
-
-    def get(self, name: bytes) -> list[bytes]:
-        """All values of header C{name} (lower case)."""
-        return [value for key, value in self.headers if key.lower() == name]
-
-    def tokens(self, name: bytes) -> set[bytes]:
-        """The comma-separated tokens of header C{name}, lower-cased."""
-        return {token.strip().lower() for value in self.get(name) for token in value.split(b",")}
-
-
 def parse_head(data: bytes) -> tuple[ResponseHead, bytes] | None:
     """
-    The response head at the start of C{data} and the bytes after it, or L{None} while it
-    is incomplete. Raises L{HandshakeError} for something that is not an HTTP response or a
-    head longer than L{MAX_HEAD}.
+    The response head at the start of C{data} (parsed and cleaned by
+    L{hubtwist.proxy.http1.parse_response_head}, as every response from an app is) and the
+    bytes after it, or L{None} while it is incomplete. Raises L{HandshakeError} for
+    something that is not an HTTP response or a head longer than L{MAX_HEAD}.
     """
     end = data.find(b"\r\n\r\n")
     if end < 0:
@@ -70,35 +56,23 @@ def parse_head(data: bytes) -> tuple[ResponseHead, bytes] | None:
         if data[:5] != b"HTTP/"[: len(data[:5])]:
             raise HandshakeError("the answer is not HTTP")
         return None
-    lines = data[:end].split(b"\r\n")
-    status = lines[0].split(b" ", 2)
-    if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or not status[1].isdigit():
-        raise HandshakeError(f"the answer is not HTTP: {lines[0][:80]!r}")
-    headers = []
-    for line in lines[1:]:
-        if line[:1] in (b" ", b"\t") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + b" " + line.strip())
-            continue
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip():
-            raise HandshakeError(f"malformed response header {line[:80]!r}")
-        headers.append((name, value.strip()))
-    phrase = status[2] if len(status) > 2 else b""
-    return ResponseHead(int(status[1]), phrase, headers), data[end + 4:]
+    try:
+        head = parse_response_head(data[:end])
+    except WireError as error:
+        raise HandshakeError(str(error)) from None
+    return head, data[end + 4:]
 
 
 def end_to_end(head: ResponseHead) -> list[tuple[bytes, bytes]]:
     """The headers of C{head} minus hop-by-hop ones (and those its C{Connection} names)."""
-    named = set(HOP_BY_HOP) | head.tokens(b"connection")
-    return [(name, value) for name, value in head.headers if name.lower() not in named]
+    return head.headers
 
 
 def switching_protocols(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """hubtwist's 101 to the client, with C{headers} after C{Upgrade} and C{Connection}."""
-    lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade"]
-    lines.extend(name + b": " + value for name, value in headers)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    """hubtwist's 101 to the client, with C{headers} (clean) after C{Upgrade} and
+    C{Connection}."""
+    return b"".join(response_head(101, b"Switching Protocols", [
+        (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), *headers]))
 
 
 def select_raw_subprotocol(offered: list[bytes]) -> bytes | None:
@@ -120,27 +94,13 @@ class BodyReader:
     """
 
     def __init__(self, head: ResponseHead) -> None:
-        self.chunked = b"chunked" in head.tokens(b"transfer-encoding")
-        self.length: int | None = None
-        self.done = False
-        self.until_close = False
-        self._left = 0
-        self._buffer = b""
-        self._state = "size"
-        if head.code in (204, 304) or 100 <= head.code < 200:
-            self.length = 0
-            self.done = True
-        elif not self.chunked:
-            lengths = head.get(b"content-length")
-            if lengths:
-                try:
-                    self.length = int(lengths[0])
-                except ValueError:
-                    raise HandshakeError(f"bad Content-Length {lengths[0][:40]!r}") from None
-                self._left = self.length
-                self.done = self.length == 0
-            else:
-                self.until_close = True
+        length = head.body_length(b"GET")
+        self.chunked = head.chunked and length is None
+        self.length: int | None = length
+        self.until_close = length is None and not self.chunked
+        self.done = length == 0
+        self._left = length or 0
+        self._chunks = ChunkedDecoder() if self.chunked else None
 
     def feed(self, data: bytes) -> bytes:
         """Decode C{data}; bytes after the end of the body are ignored."""
@@ -148,45 +108,14 @@ class BodyReader:
             return b""
         if self.until_close:
             return data
-        if not self.chunked:
+        if self._chunks is None:
             data = data[: self._left]
             self._left -= len(data)
             self.done = self._left == 0
             return data
-        return self._chunks(data)
-
-    def _chunks(self, data: bytes) -> bytes:
-        out = []
-        buffer = self._buffer + data
-        position = 0
-        while not self.done:
-            if self._state == "data":
-                take = min(self._left, len(buffer) - position)
-                out.append(buffer[position:position + take])
-                position += take
-                self._left -= take
-                if self._left:
-                    break
-                self._state = "crlf"
-                continue
-            line_end = buffer.find(b"\r\n", position)
-            if line_end < 0:
-                if len(buffer) - position > 4096:
-                    raise HandshakeError("malformed chunked body")
-                break
-            line = buffer[position:line_end]
-            position = line_end + 2
-            if self._state == "crlf":
-                if line:
-                    raise HandshakeError("malformed chunked body")
-                self._state = "size"
-            elif self._state == "size":
-                try:
-                    self._left = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise HandshakeError("malformed chunk size") from None
-                self._state = "data" if self._left else "trailer"
-            elif not line:  # the empty line after the trailers
-                self.done = True
-        self._buffer = buffer[position:]
-        return b"".join(out)
+        try:
+            pieces = self._chunks.feed(data)
+        except WireError as error:
+            raise HandshakeError(str(error)) from None
+        self.done = self._chunks.done
+        return b"".join(pieces)

@@ -193,8 +193,10 @@ HEADS_LEFT_TO_TWISTED_WEB = {
                     400),
     "40k-line": (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 40000 + b"\r\n\r\n",
                  None),
+    # RFC 9112 3.2: the app and hubtwist must not disagree about the host
+    "two-hosts": (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    "two-hosts-apart": (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nX: 1\r\nhost: b\r\n\r\n", 400),
     # unusual but accepted by twisted.web
-    "two-hosts": (b"GET /app/echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 200),
     "no-host": (b"GET /app/echo HTTP/1.1\r\n\r\n", 200),
     "http-1.0": (b"GET /app/echo HTTP/1.0\r\n\r\n", 200),
 }

@@ -2,8 +2,9 @@
 
 import pytest
 
+from hubtwist.proxy.http1 import strip_hop_by_hop
 from hubtwist.proxy.rewrite import (
-    backend_path, forwarded_headers, rewrite_cookie_path, rewrite_location, strip_hop_by_hop,
+    backend_path, forwarded_headers, rewrite_cookie_path, rewrite_location,
 )
 
 BACKEND = frozenset({"127.0.0.1:9000", "localhost:9000"})
@@ -83,7 +84,7 @@ def test_a_rewriter_asking_for_an_unknown_argument_is_named():
 
 
 def test_header_hygiene_helpers():
-    from hubtwist.proxy.rewrite import (
+    from hubtwist.proxy.http1 import (
         has_line_breaks, is_header_name, only_crlf_line_ends, without_line_breaks,
     )
 

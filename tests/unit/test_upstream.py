@@ -36,7 +36,8 @@ class Exchange:
 
     @property
     def pooled(self) -> bool:
-        return self.connection in self.pool._idle.get(ADDRESS, ())
+        backend = self.pool._backends.get(ADDRESS)
+        return backend is not None and self.connection in backend.idle
 
 
 def test_request_head_is_written_in_one_piece():
@@ -134,3 +135,115 @@ def test_sweep_closes_connections_idle_too_long():
     assert not exchange.transport.disconnecting
     clock.advance(2.5)
     assert exchange.transport.disconnecting and not exchange.pooled
+
+
+# -- the pool's limits and queue (connects driven by hand) -------------------------------
+
+
+class Pool:
+    """An UpstreamPool whose connects the test completes or fails by hand."""
+
+    def __init__(self, **limits):
+        from twisted.internet.defer import Deferred
+
+        from hubtwist.proxy.upstream import BackendLimits
+
+        self.clock = MemoryReactorClock()
+        self.pool = UpstreamPool(self.clock)
+        self.limits = BackendLimits(**limits)
+        self.connects = []  # Deferreds of connects in progress, oldest first
+        self.pool._connect = lambda address: self.connects.append(Deferred()) or self.connects[-1]
+
+    def request(self, method=b"GET"):
+        results = []
+        self.pool.request(ADDRESS, method, b"/", [(b"Host", b"a")], None, self.limits).addBoth(
+            results.append)
+        return results
+
+    def complete(self, index=0):
+        connection = _Connection(self.pool, ADDRESS)
+        connection.makeConnection(StringTransport())
+        self.connects.pop(index).callback(connection)
+        return connection
+
+    @property
+    def backend(self):
+        return self.pool._backends[ADDRESS]
+
+
+def answer(connection, body=b"ok"):
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_a_burst_opens_at_most_max_connecting_unanswered_connections():
+    pool = Pool(max_connecting=2)
+    waiting = [pool.request() for _ in range(5)]
+    assert len(pool.connects) == 2  # not five in one tick
+    first = pool.complete()
+    assert first.transport.value().startswith(b"GET / HTTP/1.1")
+    assert len(pool.connects) == 1  # connected but unanswered: still counts
+    answer(first)
+    assert waiting[0][0].code == 200
+    # Its first answer proves the connection: another may open.
+    assert len(pool.connects) == 2
+
+
+def test_a_freed_connection_goes_to_the_first_waiting_request():
+    pool = Pool(max_connections=1)
+    first, second, third = pool.request(), pool.request(), pool.request()
+    connection = pool.complete()
+    assert not pool.connects  # max_connections: no second connection
+    answer(connection)
+    first[0].deliver(lambda data: None, lambda failure: None)
+    # Released: the second request takes it, in arrival order, before the third.
+    assert connection.transport.value().count(b"GET / ") == 2
+    assert not second and not third
+    answer(connection)
+    assert second[0].code == 200 and not third
+
+
+def test_a_request_that_waits_longer_than_queue_timeout_fails_with_backend_busy():
+    from hubtwist.proxy.upstream import BackendBusy
+
+    pool = Pool(max_connections=1, queue_timeout=2)
+    pool.request()
+    pool.complete()  # busy with the first request, never answered
+    late = pool.request()
+    pool.clock.advance(2.1)
+    assert late[0].check(BackendBusy) and late[0].value.queued == 1
+    assert not pool.backend.waiting
+
+
+def test_a_cancelled_waiting_request_leaves_the_queue():
+    pool = Pool(max_connections=1)
+    pool.request()
+    pool.complete()
+    waiting = pool.pool.request(ADDRESS, b"GET", b"/", [], None, pool.limits)
+    waiting.addErrback(lambda failure: None)
+    waiting.cancel()
+    assert not pool.backend.waiting and not pool.clock.getDelayedCalls()[1:]
+
+
+def test_refused_connects_fail_one_request_each_and_strand_none():
+    from twisted.internet.error import ConnectionRefusedError
+
+    pool = Pool(max_connecting=2)
+    waiting = [pool.request() for _ in range(4)]
+    while pool.connects:
+        pool.connects.pop(0).errback(ConnectionRefusedError())
+    assert all(result and result[0].check(ConnectionRefusedError) for result in waiting)
+    assert (pool.backend.open, pool.backend.unproven, pool.backend.connecting) == (0, 0, 0)
+
+
+def test_a_lost_connection_frees_its_place():
+    from twisted.internet.error import ConnectionLost
+
+    pool = Pool(max_connections=1)
+    first = pool.request()
+    second = pool.request()
+    connection = pool.complete()
+    connection.connectionLost(Failure(ConnectionLost()))
+    assert first[0].check(UpstreamError)
+    assert len(pool.connects) == 1 and not second  # a new connection for the next one
+    answer(pool.complete())
+    assert second[0].code == 200
