@@ -49,6 +49,7 @@ from twisted.logger import Logger
 
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.rawsocket import SocketPump, TransportEnd, pumpable
+from hubtwist.proxy.twisted_private import TakeoverUnavailable, upgrade_channel
 from hubtwist.proxy.forward import mapped_headers
 from hubtwist.proxy.ws_frames import (
     CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
@@ -70,31 +71,16 @@ GOING_AWAY_SECONDS = 2.0  # at shutdown, for every close handshake together
 GOING_AWAY_REASON = "hubtwist is stopping"
 
 
-class TakeoverUnavailable(RuntimeError):
-    """The installed Twisted lacks the private hooks L{take_over} needs."""
-
-
 def take_over(request, protocol: Protocol) -> bytes:
     """
     Detach the client connection of C{request} from twisted.web and give it to C{protocol}
-    (the only place hubtwist relies on twisted.web internals for WebSockets).
+    (the only place hubtwist relies on twisted.web internals for WebSockets, through
+    L{upgrade_channel}: Twisted's own WebSocket hook, C{HTTPChannel} private members).
 
-    Uses two private members of L{twisted.web.http.HTTPChannel} (Twisted >= 25.5):
-
-      - C{_protocolUpgradeForWebsockets(protocol)}, the hook Twisted's own
-        C{twisted.web.websocket} uses: from now on the channel's C{dataReceived} and
-        C{connectionLost} are C{protocol}'s, and C{protocol} is connected to the transport;
-      - C{_dataBuffer}, where the channel keeps bytes that arrived after the request head
-        while the request was being processed (a client that sends frames before it has
-        read the 101). They are returned, to be read as WebSocket data: they must never be
-        parsed as a pipelined HTTP request, and they are not, because the request is never
-        finished (finishing it is what makes the channel parse buffered bytes).
-
-    The channel stops being the transport's producer (C{protocol}'s owner registers its
-    own), and reading resumes if the channel had paused it.
-
-    C{tests/integration/test_websocket.py::test_twisted_takeover_internals_present} fails
-    with an explanation if these members go away.
+    Bytes the client sent after the request head (frames sent before it has read the 101)
+    are returned, to be read as WebSocket data: they are never parsed as a pipelined HTTP
+    request. The channel stops being the transport's producer (C{protocol}'s owner
+    registers its own), and reading resumes if the channel had paused it.
 
     @param protocol: must have its C{dataReceived} and C{connectionLost} set already; the
         channel captures them.
@@ -102,17 +88,9 @@ def take_over(request, protocol: Protocol) -> bytes:
     @raise TakeoverUnavailable: when the members are missing.
     """
     channel = request.channel
-    upgrade = getattr(channel, "_protocolUpgradeForWebsockets", None)
-    buffered = getattr(channel, "_dataBuffer", None)
-    if upgrade is None or not isinstance(buffered, list):
-        raise TakeoverUnavailable(
-            "this Twisted's HTTPChannel has no _protocolUpgradeForWebsockets/_dataBuffer; "
-            "hubtwist needs Twisted 25.5 to 26.x for WebSockets")
     transport = channel.transport
-    early = b"".join(buffered)
-    del buffered[:]
+    early = upgrade_channel(channel, protocol)
     transport.unregisterProducer()
-    upgrade(protocol)
     transport.resumeProducing()
     return early
 

@@ -184,57 +184,6 @@ async def raw_client(ht, path: str, extra: bytes = b"", count_only: bool = False
     return client
 
 
-# -- Twisted internals the bridge relies on -------------------------------------------------
-
-def test_twisted_takeover_internals_present():
-    """
-    hubtwist.proxy.websocket.take_over uses HTTPChannel._protocolUpgradeForWebsockets and
-    HTTPChannel._dataBuffer (private, Twisted >= 25.5). If this fails after a Twisted
-    upgrade, WebSocket handshakes answer 501: port take_over to the new Twisted.
-    """
-    from twisted.web.http import HTTPChannel
-
-    assert callable(getattr(HTTPChannel, "_protocolUpgradeForWebsockets", None)), (
-        "HTTPChannel._protocolUpgradeForWebsockets is gone: port hubtwist.proxy.websocket.take_over")
-    channel = HTTPChannel()
-    assert isinstance(getattr(channel, "_dataBuffer", None), list), (
-        "HTTPChannel._dataBuffer is gone or changed: port hubtwist.proxy.websocket.take_over")
-
-
-@pytest_twisted.ensureDeferred
-async def test_socket_fast_paths_available():
-    """
-    hubtwist.proxy.rawsocket reads FileDescriptor.dataBuffer/_tempDataLen to send directly
-    and to hand sockets to its pump. If this fails, WebSockets still work but slower.
-    """
-    from twisted.internet.endpoints import TCP4ServerEndpoint
-
-    from hubtwist.proxy.rawsocket import pumpable
-    from hubtwist.proxy.sending import direct_writer
-
-    accepted = Deferred()
-
-    class Server(Protocol):
-        def connectionMade(self):
-            accepted.callback(self.transport)
-
-    from twisted.internet.protocol import Factory
-
-    port = await TCP4ServerEndpoint(reactor(), 0, interface="127.0.0.1").listen(
-        Factory.forProtocol(Server))
-    try:
-        client = await connectProtocol(
-            TCP4ClientEndpoint(reactor(), "127.0.0.1", port.getHost().port), Protocol())
-        server_transport = await within(accepted, 10)
-        for transport in (client.transport, server_transport):
-            assert pumpable(transport), f"{type(transport)} can no longer be pumped"
-            assert direct_writer(transport) != transport.write, "direct writes are not taken"
-        client.transport.abortConnection()
-        server_transport.abortConnection()
-    finally:
-        await port.stopListening()
-
-
 # -- framing and handshake, without a reactor ----------------------------------------------
 
 def _messages_stream(masked: bool) -> tuple[bytes, int]:
