@@ -56,8 +56,17 @@ class Running:
         self.lean = lean
 
     async def stop(self) -> None:
-        """Stop listening, stop every app (whole process groups), close pooled connections."""
+        """
+        Stop listening, close the bridged WebSockets (1001 Going Away, a few seconds at
+        most), stop every app (whole process groups), close pooled connections.
+
+        The WebSockets are closed while the apps still run: stopping an app first would
+        end its clients' WebSockets with the app's connection (1011, or no close at all).
+        """
         await DeferredList([port.stopListening() for port in self.ports])
+        upgrades = self.forwarder.upgrades
+        if isinstance(upgrades, WebSocketBridge):
+            await upgrades.close_all()
         if self.protection is not None:
             await self.protection.stop()
         await DeferredList([keeper.stop() for keeper in self.keepers.values()])
@@ -168,7 +177,10 @@ async def run(reactor, config: Config, auth: AuthPlan | None = None) -> None:
     systemd.ready(f"serving {len(running.keepers)} app(s) on {', '.join(config.listen)}")
 
     async def shutdown() -> None:
-        log.info("Stopping: stopping {count} app(s)", count=len(running.keepers))
+        upgrades = running.forwarder.upgrades
+        websockets = len(upgrades.sessions) if isinstance(upgrades, WebSocketBridge) else 0
+        log.info("Stopping: closing {websockets} WebSocket(s), stopping {count} app(s)",
+                 websockets=websockets, count=len(running.keepers))
         systemd.stopping()
         await running.stop()
         shared_guardian(reactor).close()

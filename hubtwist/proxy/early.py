@@ -76,10 +76,8 @@ Private Twisted attributes used
 
 C{HTTPChannel._command}, C{HTTPChannel._path} and C{HTTPChannel._version}: the
 parts of the request line, which C{allHeadersReceived} needs to start the request
-before C{allContentReceived} would pass them on. C{LineReceiver._buffer} and
-C{LineReceiver._busyReceiving}: the unparsed rest of a request head (an LF in it is
-a bare one, answered with a 400) and whether a read is being parsed (a reentrant
-C{dataReceived} only buffers). Twisted has had them
+before C{allContentReceived} would pass them on. (The line reader's buffer, for bare
+LFs in a head, is read through L{hubtwist.proxy.twisted_private}.) Twisted has had them
 for many releases, up to 26.10 at least;
 C{tests/integration/test_early_dispatch.py::test_twisted_internals_present} fails
 with an explanation if they, or the order in which Twisted calls the hooks above,
@@ -105,6 +103,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from hubtwist.proxy.sending import allow_bulk, direct_writer
+from hubtwist.proxy.twisted_private import busy_receiving, unparsed_line
 
 __all__ = [
     "BodyAborted",
@@ -654,7 +653,7 @@ class StreamingChannel(http.HTTPChannel):
         held a connection forever), a 400 for a head with a bare LF (Twisted waits for a
         CRLF that never comes), and one Host only (L{headerReceived}).
         """
-        if not self._awaiting_head or self._busyReceiving:
+        if not self._awaiting_head or busy_receiving(self):
             # (busy: a reentrant call, from requestDone inside a read; Twisted only
             # buffers the data, the outer call parses it)
             _channel_dataReceived(self, data)
@@ -671,7 +670,7 @@ class StreamingChannel(http.HTTPChannel):
             return
         # Still inside a head. Twisted consumed every CRLF-terminated line, so an LF left
         # in its line buffer is a bare one.
-        if b"\n" in self._buffer:
+        if b"\n" in unparsed_line(self):
             self._bad_head()
         elif self._head_call is None:
             self._head_call = self.callLater(max(0.0, started + self.head_timeout - now),

@@ -9,6 +9,7 @@ import html
 import json
 from typing import Sequence
 
+from hubtwist.proxy.twisted_private import request_disconnected
 from hubtwist.supervise.logring import LogLine
 
 
@@ -26,8 +27,9 @@ def send_error(
     logs: Sequence[LogLine] = (), retry_after: float | None = None,
 ) -> None:
     """Finish C{request} with C{status} and an explanation (nothing if it is gone)."""
-    if request.finished or getattr(request, "_disconnected", False) or request.startedWriting:
-        if not request.finished and not getattr(request, "_disconnected", False):
+    gone = request_disconnected(request)
+    if request.finished or gone or request.startedWriting:
+        if not request.finished and not gone:
             request.loseConnection()
         return
     request.setResponseCode(status)

@@ -20,15 +20,14 @@ no gate in front of the router (standalone C{--no-auth}) or with the standalone 
 for requests that carry the token in their C{Authorization} header (API clients; browsers
 with the login cookie take the ordinary path). Never in Hub mode.
 
-Private Twisted attribute used: the connection's C{protocol} (C{tcp.Connection.protocol}),
-reassigned at the hand-over. L{lean_possible} checks that it is there.
+The hand-over swaps the connection's protocol, a private Twisted member
+(L{hubtwist.proxy.twisted_private.swap_protocol}).
 """
 
 from __future__ import annotations
 
 import re
 
-from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -45,6 +44,7 @@ from hubtwist.proxy.http1 import (
 from hubtwist.proxy.rewrite import backend_path
 from hubtwist.proxy.sending import allow_bulk, direct_writer
 from hubtwist.proxy.splicing import spliceable
+from hubtwist.proxy.twisted_private import can_swap_protocol, swap_protocol
 from hubtwist.supervise import State
 
 __all__ = ["LeanChannel", "LeanFactory", "lean_description", "lean_possible"]
@@ -67,7 +67,7 @@ _NO_BODY_CODES = frozenset({204, 304})
 def lean_possible(transport) -> bool:
     """Whether a connection can start on the lean path: a plain TCP or unix socket
     (TLS wraps the protocol, and the hand-over needs to swap it)."""
-    return isinstance(transport, tcp.Connection) and hasattr(transport, "protocol")
+    return can_swap_protocol(transport)
 
 
 def lean_description(description: str) -> bool:
@@ -269,7 +269,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         transport = self.transport
         channel = self._channel = self._fallback()
         if lean_possible(transport):
-            transport.protocol = channel
+            swap_protocol(transport, channel)
         # else (not expected: lean_description picks the endpoints) this object stays the
         # transport's protocol and passes everything on; see dataReceived/connectionLost.
         channel.makeConnection(transport)

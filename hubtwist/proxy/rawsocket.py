@@ -28,15 +28,14 @@ transports as producers, as Twisted's port forwarder does (through L{_Valve}).
 Private Twisted attributes used
 ===============================
 
-C{FileDescriptor.dataBuffer} and C{FileDescriptor._tempDataLen} (a transport's two write
-buffers), read only: L{direct_writer} sends at once only when both are empty, and a socket
-is only given to the pump when nothing is waiting in them. Everything else is public:
-C{getHandle}, C{stopReading}, C{stopWriting}, C{writeSomeData}, C{connectionLost} of
-L{twisted.internet.tcp.Connection}, and C{IReactorFDSet.addReader}. When the attributes
-are missing, both fall back (to C{transport.write}, to L{TransportEnd}s): a change in
-Twisted costs speed, not correctness.
-C{tests/integration/test_websocket.py::test_socket_fast_paths_available} fails when the
-fast paths are no longer taken.
+A transport's write buffers, through L{hubtwist.proxy.twisted_private}: L{direct_writer}
+sends at once only when they are empty, a socket is only given to the pump when nothing is
+waiting in them (L{nothing_queued}), and L{TransportEnd.buffered} is their size
+(L{queued_bytes}). Everything else is public: C{getHandle}, C{stopReading},
+C{stopWriting}, C{connectionLost} of L{twisted.internet.tcp.Connection}, and
+C{IReactorFDSet.addReader}. When the members are missing, both fall back (to
+C{transport.write}, to L{TransportEnd}s): a change in Twisted costs speed, not correctness.
+C{tests/integration/test_twisted_private.py} fails when the fast paths are no longer taken.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from hubtwist.proxy.sending import direct_writer, has_buffers
+from hubtwist.proxy.twisted_private import direct_writer, nothing_queued, queued_bytes
 
 __all__ = ["PumpEnd", "SocketPump", "TransportEnd", "pumpable"]
 
@@ -69,8 +68,7 @@ _READ_EVENTS = _IN | getattr(select, "EPOLLRDHUP", 0x2000) | _TROUBLE
 
 def pumpable(transport) -> bool:
     """Whether C{transport} is a plain socket connection with nothing waiting to be sent."""
-    return (HAVE_EPOLL and isinstance(transport, tcp.Connection) and has_buffers(transport)
-            and not transport.dataBuffer and not transport._tempDataLen
+    return (HAVE_EPOLL and isinstance(transport, tcp.Connection) and nothing_queued(transport)
             and transport.connected and not transport.disconnecting
             and getattr(transport, "socket", None) is not None)
 
@@ -150,10 +148,7 @@ class TransportEnd:
     @property
     def buffered(self) -> int:
         """Bytes waiting to be sent (0 when unknown)."""
-        transport = self.transport
-        if not has_buffers(transport):
-            return 0
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        return queued_bytes(self.transport)
 
 
 def _abort_if_open(transport) -> None:

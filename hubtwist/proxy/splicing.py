@@ -30,6 +30,8 @@ from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from hubtwist.proxy.twisted_private import nothing_queued
+
 __all__ = ["BodySplice", "ClientGone", "SourceBroken", "SPLICE_MIN", "spliceable"]
 
 SPLICE_MIN = 1 << 20  # smaller bodies: the ordinary relay is as cheap
@@ -49,10 +51,10 @@ class ClientGone(Exception):
 
 
 def spliceable(transport) -> bool:
-    """A plain socket transport with nothing waiting in Twisted's write buffer."""
+    """A plain socket transport with nothing waiting in Twisted's write buffer (private
+    members: when they are missing, nothing is spliceable)."""
     return (HAVE_SPLICE and isinstance(transport, tcp.Connection) and transport.connected
-            and not transport.disconnecting and not transport.dataBuffer
-            and not transport._tempDataLen)
+            and not transport.disconnecting and nothing_queued(transport))
 
 
 @implementer(IReadDescriptor, IWriteDescriptor)

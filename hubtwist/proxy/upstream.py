@@ -45,7 +45,8 @@ from twisted.python.failure import Failure
 from hubtwist.proxy.http1 import (
     MAX_HEAD, ChunkedDecoder, WireError, is_idempotent, parse_response_head, request_head,
 )
-from hubtwist.proxy.sending import direct_writer, queued_bytes
+from hubtwist.proxy.sending import direct_writer
+from hubtwist.proxy.twisted_private import queued_bytes
 from hubtwist.proxy.splicing import HAVE_SPLICE, SPLICE_MIN, BodySplice, spliceable
 from hubtwist.supervise import BackendAddress
 

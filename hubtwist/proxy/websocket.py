@@ -29,6 +29,11 @@ of a frame, the connection just ends: 1006); if the client drops, the app's conn
 closed too (the app sees 1006, as it would without hubtwist). None of this is logged above
 debug level.
 
+Shutting down (L{WebSocketBridge.close_all}, before the apps are stopped): hubtwist goes away
+as a server does, with a close 1001 (Going Away) to each client and, on a splice, a masked
+close 1001 to the app, each at a frame boundary; it waits for the close handshakes (at most
+L{GOING_AWAY_SECONDS}) and drops what is left.
+
 Raw-socket routes (L{RawSession}) terminate the client's WebSocket in hubtwist
 (L{FrameDecoder}): data frames become bytes on the socket to the app, and what the app
 sends comes back as binary messages, one per read.
@@ -36,6 +41,7 @@ sends comes back as binary messages, one per read.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
@@ -43,10 +49,11 @@ from twisted.logger import Logger
 
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.rawsocket import SocketPump, TransportEnd, pumpable
+from hubtwist.proxy.twisted_private import TakeoverUnavailable, upgrade_channel
 from hubtwist.proxy.forward import mapped_headers
 from hubtwist.proxy.http1 import connection_tokens
 from hubtwist.proxy.ws_frames import (
-    CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
+    CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
     FrameDecoder, FrameSplicer, accept_key, close_frame, close_payload, encode_frame,
     frame_header, parse_close,
 )
@@ -61,33 +68,20 @@ log = Logger(namespace="hubtwist.proxy.websocket")
 
 PING_PAYLOAD = b"hubtwist-keepalive"
 PING_MISSES = 3  # intervals without a word from the client before it is considered gone
-
-
-class TakeoverUnavailable(RuntimeError):
-    """The installed Twisted lacks the private hooks L{take_over} needs."""
+GOING_AWAY_SECONDS = 2.0  # at shutdown, for every close handshake together
+GOING_AWAY_REASON = "hubtwist is stopping"
 
 
 def take_over(request, protocol: Protocol) -> bytes:
     """
     Detach the client connection of C{request} from twisted.web and give it to C{protocol}
-    (the only place hubtwist relies on twisted.web internals for WebSockets).
+    (the only place hubtwist relies on twisted.web internals for WebSockets, through
+    L{upgrade_channel}: Twisted's own WebSocket hook, C{HTTPChannel} private members).
 
-    Uses two private members of L{twisted.web.http.HTTPChannel} (Twisted >= 25.5):
-
-      - C{_protocolUpgradeForWebsockets(protocol)}, the hook Twisted's own
-        C{twisted.web.websocket} uses: from now on the channel's C{dataReceived} and
-        C{connectionLost} are C{protocol}'s, and C{protocol} is connected to the transport;
-      - C{_dataBuffer}, where the channel keeps bytes that arrived after the request head
-        while the request was being processed (a client that sends frames before it has
-        read the 101). They are returned, to be read as WebSocket data: they must never be
-        parsed as a pipelined HTTP request, and they are not, because the request is never
-        finished (finishing it is what makes the channel parse buffered bytes).
-
-    The channel stops being the transport's producer (C{protocol}'s owner registers its
-    own), and reading resumes if the channel had paused it.
-
-    C{tests/integration/test_websocket.py::test_twisted_takeover_internals_present} fails
-    with an explanation if these members go away.
+    Bytes the client sent after the request head (frames sent before it has read the 101)
+    are returned, to be read as WebSocket data: they are never parsed as a pipelined HTTP
+    request. The channel stops being the transport's producer (C{protocol}'s owner
+    registers its own), and reading resumes if the channel had paused it.
 
     @param protocol: must have its C{dataReceived} and C{connectionLost} set already; the
         channel captures them.
@@ -95,17 +89,9 @@ def take_over(request, protocol: Protocol) -> bytes:
     @raise TakeoverUnavailable: when the members are missing.
     """
     channel = request.channel
-    upgrade = getattr(channel, "_protocolUpgradeForWebsockets", None)
-    buffered = getattr(channel, "_dataBuffer", None)
-    if upgrade is None or not isinstance(buffered, list):
-        raise TakeoverUnavailable(
-            "this Twisted's HTTPChannel has no _protocolUpgradeForWebsockets/_dataBuffer; "
-            "hubtwist needs Twisted 25.5 to 26.x for WebSockets")
     transport = channel.transport
-    early = b"".join(buffered)
-    del buffered[:]
+    early = upgrade_channel(channel, protocol)
     transport.unregisterProducer()
-    upgrade(protocol)
     transport.resumeProducing()
     return early
 
@@ -145,9 +131,15 @@ class WebSocketBridge:
         self.use_pump = use_pump
         self.pump = SocketPump(reactor)
         self.sessions: set = set()
+        self.stopping = False  # close_all was called: no new sessions
+        self._all_ended: list[Deferred] = []
 
     def bridge(self, request, route, address, target: bytes, headers) -> None:
         """Bridge C{request} (an upgrade) to the app at C{address}; see the module doc."""
+        if self.stopping:
+            request.setHeader(b"connection", b"close")
+            send_error(request, 503, "Shutting down", "hubtwist is stopping.")
+            return
         problem = _bad_handshake(request)
         if problem:
             request.setHeader(b"connection", b"close")
@@ -158,10 +150,47 @@ class WebSocketBridge:
         self.sessions.add(session)
         session.start()
 
-    def close_all(self) -> None:
-        """Close every bridged connection (both sides), e.g. at shutdown."""
+    def close_all(self, timeout: float = GOING_AWAY_SECONDS) -> Deferred:
+        """
+        Shutting down: close every bridged WebSocket as a server going away does, before
+        the apps are stopped (a dying app would close them with 1011, or just end them).
+
+        Each client gets a close 1001 (Going Away), and each app of a spliced WebSocket a
+        masked close 1001 (hubtwist is its client), at the next frame boundary of each
+        direction; the close handshakes then end the connections as usual. Sessions still
+        open after C{timeout} seconds (a peer that does not answer, a frame that never
+        ends) are dropped; handshakes not yet answered get a 503. From now on new
+        handshakes get a 503 too.
+
+        @return: a Deferred that fires (never fails) once every session has ended or has
+            been dropped.
+        """
+        self.stopping = True
+        for session in list(self.sessions):
+            session.go_away()
+        ended: Deferred = Deferred()
+        if self.sessions:
+            self._all_ended.append(ended)
+            ended.addTimeout(timeout, self.reactor, onTimeoutCancel=lambda _result, _timeout: None)
+        else:
+            ended.callback(None)
+        ended.addCallback(lambda _: self._drop_the_rest())
+        return ended
+
+    def _drop_the_rest(self) -> None:
+        if self.sessions:
+            log.debug("{count} WebSocket(s) did not close in time: dropping them",
+                      count=len(self.sessions))
         for session in list(self.sessions):
             session.abort()
+
+    def _ended(self, session: "_Session") -> None:
+        self.sessions.discard(session)
+        if not self.sessions and self._all_ended:
+            waiting, self._all_ended = self._all_ended, []
+            for ended in waiting:
+                if not ended.called:
+                    ended.callback(None)
 
 
 _NOT_OWN = frozenset({b"server", b"date", b"content-type", b"content-length"})
@@ -416,8 +445,8 @@ class _Session:
     def _end(self) -> None:
         if not self.finished:
             self.finished = True
-            self.bridge.sessions.discard(self)
             self._stop_pinging()
+            self.bridge._ended(self)
 
     def abort(self) -> None:
         """Drop both connections now."""
@@ -433,6 +462,20 @@ class _Session:
             self.backend.transport.abortConnection()
         if not self.client_gone_early:
             self.fail_handshake(503, "Shutting down", "hubtwist is stopping.")
+
+    def go_away(self) -> None:
+        """hubtwist is stopping: close the WebSocket with 1001 (see L{WebSocketBridge.close_all});
+        a handshake still under way is refused (503)."""
+        if self.finished:
+            return
+        if self.accepted:
+            self.close_going_away()
+        else:
+            self.abort()
+
+    def close_going_away(self) -> None:
+        """Start the close handshakes with 1001 (Going Away) on both sides."""
+        raise NotImplementedError
 
     def lose_both(self) -> None:
         """Close both connections once what is buffered for them is written."""
@@ -524,6 +567,19 @@ class SpliceSession(_Session):
         if down.forwarding and down.at_boundary:
             self.up.own_pong = PING_PAYLOAD
             down.inject(encode_frame(OP_PING, PING_PAYLOAD))
+
+    def close_going_away(self) -> None:
+        up, down = self.up, self.down
+        if up.close_code is not None or down.close_code is not None:
+            return  # a close handshake is under way: it ends the session
+        log.debug("[{server}] WebSocket: closing it, hubtwist is stopping", server=self.name)
+        # Each frame goes out at the next boundary of its direction; the answers (read, not
+        # passed on: both splicers stop) complete the handshakes in _close_seen.
+        if self.client_open:
+            down.inject(close_frame(CLOSE_GOING_AWAY, GOING_AWAY_REASON), then_stop=True)
+        if self.backend_open:
+            up.inject(close_frame(CLOSE_GOING_AWAY, GOING_AWAY_REASON, masked=True),
+                      then_stop=True)
 
     def _close_seen(self) -> None:
         # A close frame passed in one direction; once both have, the WebSocket is closed.
@@ -700,6 +756,13 @@ class RawSession(_Session):
                   what=what)
         self._send_close(CLOSE_PROTOCOL_ERROR, what)
         self.lose_both()
+
+    def close_going_away(self) -> None:
+        # What goes to the client is always whole frames: the close can go out now. The
+        # client's answer (in _control) closes both connections.
+        if self.client_open and not self.close_sent:
+            log.debug("[{server}] WebSocket: closing it, hubtwist is stopping", server=self.name)
+            self._send_close(CLOSE_GOING_AWAY, GOING_AWAY_REASON)
 
     def send_ping(self) -> None:
         if not self.close_sent:

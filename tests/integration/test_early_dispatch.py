@@ -981,10 +981,6 @@ def test_twisted_internals_present():
     assert "length" in vars(http.HTTPChannel), f"{where} HTTPChannel.length is gone"
     assert callable(getattr(http.HTTPChannel, "headerReceived", None)), (
         f"{where} HTTPChannel.headerReceived is gone (one Host per request is checked there)")
-    receiver = http.HTTPChannel()
-    assert isinstance(getattr(receiver, "_buffer", None), bytes) and \
-        isinstance(getattr(receiver, "_busyReceiving", None), bool), (
-            f"{where} LineReceiver._buffer/_busyReceiving are gone (bare-LF heads)")
 
     # The private request-line attributes, read in allHeadersReceived, and the order of
     # the hooks: gotLength from allHeadersReceived, body bytes to handleContentChunk,

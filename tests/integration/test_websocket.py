@@ -184,57 +184,6 @@ async def raw_client(ht, path: str, extra: bytes = b"", count_only: bool = False
     return client
 
 
-# -- Twisted internals the bridge relies on -------------------------------------------------
-
-def test_twisted_takeover_internals_present():
-    """
-    hubtwist.proxy.websocket.take_over uses HTTPChannel._protocolUpgradeForWebsockets and
-    HTTPChannel._dataBuffer (private, Twisted >= 25.5). If this fails after a Twisted
-    upgrade, WebSocket handshakes answer 501: port take_over to the new Twisted.
-    """
-    from twisted.web.http import HTTPChannel
-
-    assert callable(getattr(HTTPChannel, "_protocolUpgradeForWebsockets", None)), (
-        "HTTPChannel._protocolUpgradeForWebsockets is gone: port hubtwist.proxy.websocket.take_over")
-    channel = HTTPChannel()
-    assert isinstance(getattr(channel, "_dataBuffer", None), list), (
-        "HTTPChannel._dataBuffer is gone or changed: port hubtwist.proxy.websocket.take_over")
-
-
-@pytest_twisted.ensureDeferred
-async def test_socket_fast_paths_available():
-    """
-    hubtwist.proxy.rawsocket reads FileDescriptor.dataBuffer/_tempDataLen to send directly
-    and to hand sockets to its pump. If this fails, WebSockets still work but slower.
-    """
-    from twisted.internet.endpoints import TCP4ServerEndpoint
-
-    from hubtwist.proxy.rawsocket import pumpable
-    from hubtwist.proxy.sending import direct_writer
-
-    accepted = Deferred()
-
-    class Server(Protocol):
-        def connectionMade(self):
-            accepted.callback(self.transport)
-
-    from twisted.internet.protocol import Factory
-
-    port = await TCP4ServerEndpoint(reactor(), 0, interface="127.0.0.1").listen(
-        Factory.forProtocol(Server))
-    try:
-        client = await connectProtocol(
-            TCP4ClientEndpoint(reactor(), "127.0.0.1", port.getHost().port), Protocol())
-        server_transport = await within(accepted, 10)
-        for transport in (client.transport, server_transport):
-            assert pumpable(transport), f"{type(transport)} can no longer be pumped"
-            assert direct_writer(transport) != transport.write, "direct writes are not taken"
-        client.transport.abortConnection()
-        server_transport.abortConnection()
-    finally:
-        await port.stopListening()
-
-
 # -- framing and handshake, without a reactor ----------------------------------------------
 
 def _messages_stream(masked: bool) -> tuple[bytes, int]:
@@ -887,3 +836,80 @@ async def test_repeated_handshake_headers_all_reach_the_app(hubtwist):
     assert info["headers"]["x-multi"] == ["one", "two"]
     assert info["headers"]["sec-websocket-protocol"] == ["other", "chat"]
     assert info["subprotocol"] == "chat"
+
+
+# -- shutdown ------------------------------------------------------------------------------
+# (tests/integration/test_websocket_shutdown.py stops a hubtwist process with SIGTERM)
+
+@pytest.mark.parametrize("pump", [True, False], ids=["pump", "transports"])
+@pytest_twisted.ensureDeferred
+async def test_close_all_says_going_away_to_clients_and_apps(hubtwist, pump, complaints):
+    import threading
+
+    ht = await hubtwist(pump=pump, servers={
+        "ws": {"command": APP},
+        "raw": {"command": [*WSAPP, "--raw", "--port", "{port}"], "raw_socket_proxy": True}})
+    await running(ht)
+    await running(ht, "raw")
+    ready = threading.Event()
+
+    def client():
+        with ws_connect(f"{ht.ws}/ws/echo") as spliced, ws_connect(f"{ht.ws}/raw/") as raw:
+            spliced.send("hi")
+            assert spliced.recv(timeout=10) == "hi"
+            assert raw.recv(timeout=10) == b"RFB 003.008\n"
+            ready.set()
+            closes = []
+            for ws in (spliced, raw):
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        ws.recv(timeout=10)
+                closes.append(closed.value.rcvd)
+            return closes
+
+    closes = in_thread(client)
+    await poll(ready.is_set, 30, message="both WebSockets open")
+    started = reactor().seconds()
+    await within(ht.bridge.close_all(), 5)
+    assert reactor().seconds() - started < 1.5, "the close handshakes did not end the sessions"
+    assert not ht.bridge.sessions
+    spliced, raw = await closes
+    assert (spliced.code, spliced.reason) == (1001, "hubtwist is stopping")
+    assert (raw.code, raw.reason) == (1001, "hubtwist is stopping")
+    port = ht.keepers["ws"].address.port  # asked directly: hubtwist now refuses handshakes
+
+    def app_last_close():
+        with ws_connect(f"ws://127.0.0.1:{port}/last-close") as ws:
+            return json.loads(ws.recv(timeout=10))
+
+    seen = await in_thread(app_last_close)
+    assert (seen["code"], seen["reason"]) == (1001, "hubtwist is stopping")
+
+    def refused():
+        with pytest.raises(InvalidStatus) as answer:
+            ws_connect(f"{ht.ws}/ws/echo")
+        return answer.value.response.status_code
+
+    assert await in_thread(refused) == 503
+    assert complaints == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_all_waits_for_a_frame_boundary_and_drops_the_silent(hubtwist):
+    ht = await hubtwist(servers={"ws": {"command": APP}})
+    await running(ht)
+    client = await raw_client(ht, "/ws/echo")
+    (session,) = ht.bridge.sessions
+    # Half a message to the app: hubtwist's close to the app must wait for its end.
+    client.transport.write(client_frame(0x1, b"x" * 1000)[:500])
+    await poll(lambda: session.up.remaining, 5, message="the half frame to pass")
+    started = reactor().seconds()
+    closing = within(ht.bridge.close_all(timeout=0.5), 5)
+    assert session.up.pending, "a close frame went to the app in the middle of a frame"
+    await closing  # the client does not answer, the app did not hear: dropped on time
+    took = reactor().seconds() - started
+    assert 0.5 <= took < 1.5, took
+    assert client.frames[-1][0] == 0x8
+    assert parse_close(client.frames[-1][1]) == (1001, "hubtwist is stopping")
+    await within(client.closed, 5)
+    await poll(lambda: not ht.bridge.sessions, 5, message="the session to end")
