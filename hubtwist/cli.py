@@ -51,8 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     auth.add_argument("--mode", choices=("auto", "hub", "standalone"),
                       help="auto (default): Hub mode when JUPYTERHUB_API_URL and "
                            "JUPYTERHUB_API_TOKEN are set, else standalone")
-    auth.add_argument("--token", help="standalone: the token every request must carry "
-                                      "(default: $HUBTWIST_TOKEN, else a generated one, printed once)")
+    given = auth.add_mutually_exclusive_group()
+    given.add_argument("--token", help="standalone: the token every request must carry "
+                                       "(default: $HUBTWIST_TOKEN, else a generated one, printed "
+                                       "once). Visible to other users in `ps`: prefer "
+                                       "$HUBTWIST_TOKEN or --token-file")
+    given.add_argument("--token-file", metavar="PATH",
+                       help="standalone: read the token from PATH (surrounding whitespace "
+                            "ignored; keep the file readable by hubtwist's user only)")
     auth.add_argument("--no-auth", action="store_true",
                       help="standalone: no token; only on loopback or a unix socket")
     auth.add_argument("--authtype", choices=("oauth", "none"),
@@ -139,8 +145,8 @@ def plan_auth(args: argparse.Namespace, config, environ=os.environ):
     from hubtwist.hub.listening import check_open_listens
 
     no_auth = args.no_auth or args.authtype == "none"
-    plan = resolve_auth(environ, config, mode=args.mode, token=args.token, no_auth=no_auth,
-                        generate_token=True)
+    plan = resolve_auth(environ, config, mode=args.mode, token=args.token,
+                        token_file=args.token_file, no_auth=no_auth, generate_token=True)
     if plan.mode == "hub" and no_auth:
         raise ConfigError("", "--no-auth only applies to standalone mode; in Hub mode every "
                           "request is checked with the Hub (add --mode standalone to run without it)",

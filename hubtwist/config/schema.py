@@ -124,6 +124,12 @@ class ServerConfig:
         "templates as `command`.",
         template=True,
     )
+    pass_hub_token: bool = setting(
+        kinds.Bool(), False,
+        "Pass hubtwist's Hub API token (`JUPYTERHUB_API_TOKEN`, `JPY_API_TOKEN`) on to the app, "
+        "for apps that call the Hub API themselves. It is also hubtwist's OAuth client secret, "
+        "so by default apps do not get it (nor ever `HUBTWIST_TOKEN`).",
+    )
     cwd: str | None = setting(kinds.OptionalStr(), None, "Working directory of the app.")
     user: str | None = setting(
         kinds.OptionalStr(), None,
@@ -407,8 +413,14 @@ class Config:
         kinds.OptionalStr(), None,
         "Standalone mode: every request must carry this token (`Authorization: token ...`, "
         "`?token=` once in a browser, then a cookie). The command line generates one unless "
-        "`--no-auth`; `HUBTWIST_TOKEN` and `--token` override this key.",
+        "`--no-auth`; `HUBTWIST_TOKEN`, `--token` and `--token-file` override this key. "
+        "Prefer `token_file`.",
         secret=True,
+    )
+    token_file: str | None = setting(
+        kinds.OptionalStr(), None,
+        "A file holding the standalone token (surrounding whitespace ignored); it must exist and "
+        "not be empty, and should be readable by hubtwist's user only. Not with `token`.",
     )
     forward_user_info: bool = setting(
         kinds.Bool(), False,
@@ -424,6 +436,8 @@ class Config:
     hub: HubConfig = setting(Table(HubConfig), HubConfig(), "JupyterHub mode settings.")
 
     def __attrs_post_init__(self) -> None:
+        if self.token is not None and self.token_file is not None:
+            raise ConfigError("token_file", "cannot be given together with `token`: keep one")
         if self.default_server is not None and self.default_server not in self.servers:
             raise ConfigError(
                 "default_server", "names no configured server", given=self.default_server,

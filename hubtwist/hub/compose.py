@@ -78,6 +78,8 @@ async def protect(reactor, inner: Resource, config: Config, plan: AuthPlan,
     reporter is made when the Hub gave an activity URL.
     """
     log.info("{reason}", reason=plan.reason)
+    for warning in plan.warnings:
+        log.warn("{warning}", warning=warning)
     if plan.mode == "hub":
         settings = plan.hub
         client = HubClient(reactor, settings)

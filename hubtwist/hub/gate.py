@@ -18,6 +18,7 @@ Per request (JupyterHub's C{HubOAuth} rules, see docs/jupyterhub.md):
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from typing import Callable
@@ -133,6 +134,14 @@ class HubGate(Resource):
         token = self._login.login_token(request)
         if token is None:
             return None, ""
+        if upgrade and info.cross_origin(request.method, info.header(request, b"host"),
+                                         info.header(request, b"origin"),
+                                         info.header(request, b"sec-fetch-site"), upgrade=True):
+            # XSRF rules exempt handshakes, and any page may open a WebSocket anywhere with
+            # the user's cookies: only this origin's pages may use the login cookie for one.
+            return None, ("This WebSocket connection was opened by a page from another site "
+                          "or port, so the login cookie does not count for it. Send a "
+                          "JupyterHub token (`?token=` or an Authorization header) instead.")
         if (self._settings.xsrf_protection
                 and needs_check(request.method, info.header(request, b"sec-fetch-mode"),
                                 info.header(request, b"sec-fetch-site"))
@@ -223,6 +232,7 @@ class HubGate(Resource):
             return redirect(request, info.uri_without_arg(request, "token"))
         if credentials.source == "cookie" and info.is_navigation(request):
             self._login.refresh_xsrf_cookie(request, credentials.token, credentials.session_id)
+        hide_credentials(request, credentials)
         self._login.hide_own_cookies(request)
         if self._forward_user_info:
             add_user_headers(request, identity)
@@ -239,6 +249,20 @@ class HubGate(Resource):
     def _refuse(request, status: int, title: str, detail: str):
         send_error(request, status, title, detail)
         return NOT_DONE_YET
+
+
+def hide_credentials(request, credentials: Credentials) -> None:
+    """
+    The token that authenticated the request is the user's Hub token: it does not go on to
+    the app, neither as C{Authorization} header nor as C{?token=}. Other values there (an
+    app's own Bearer token, say) are the app's and stay.
+    """
+    if credentials.source == "header":
+        request.requestHeaders.removeHeader(b"authorization")
+    elif credentials.source == "url":
+        token = credentials.token.encode()
+        info.drop_query_arg(request, "token",
+                            lambda value: hmac.compare_digest(value.encode(), token))
 
 
 def add_user_headers(request, identity: Identity) -> None:

@@ -206,12 +206,23 @@ class HubLogin:
                          self.base_url, http_only=False)
 
     def hide_own_cookies(self, request) -> None:
-        """The apps do not need hubtwist's login cookies (they hold the user's Hub token)."""
+        """
+        The apps do not get hubtwist's cookies: the login cookie (it holds the user's Hub
+        token), the state cookies, and hubtwist's C{_xsrf} cookie. An app's own C{_xsrf}
+        cookie (a Jupyter server behind hubtwist sets one, same name) stays: only values
+        hubtwist signed are dropped.
+        """
         headers = request.requestHeaders.getRawHeaders(b"cookie")
         if not headers:
             return
-        kept = without_cookies(headers, lambda name: name == self.cookie_name
-                               or name.startswith(self._state_cookie))
+        now = self._clock()
+
+        def own(name: str, value: str) -> bool:
+            if name == XSRF_COOKIE:
+                return self._signer.verify(XSRF_COOKIE, value, now) is not None
+            return name == self.cookie_name or name.startswith(self._state_cookie)
+
+        kept = without_cookies(headers, own)
         if kept is None:
             request.requestHeaders.removeHeader(b"cookie")
         else:

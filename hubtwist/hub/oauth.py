@@ -49,9 +49,12 @@ class Signer:
 
     def verify(self, name: str, signed: str | None, now: float,
                max_age: float = SIGNED_MAX_AGE) -> str | None:
-        """The value C{signed} holds, or C{None} when it is forged, for another name, or old."""
-        if not signed or signed.count(".") != 2:
-            return None
+        """
+        The value C{signed} holds, or C{None} when it is forged, for another name, or old.
+        Any text gives one of these (a cookie may hold any bytes): never an exception.
+        """
+        if not signed or signed.count(".") != 2 or not signed.isascii():
+            return None  # sign() writes ASCII only; compare_digest refuses non-ASCII text
         payload, _, mac = signed.rpartition(".")
         if not hmac.compare_digest(mac, self._mac(name, payload)):
             return None
@@ -60,7 +63,7 @@ class Signer:
             if not 0 <= now - int(stamp) <= max_age:
                 return None
             return _unb64(encoded).decode()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, OverflowError, UnicodeDecodeError):
             return None
 
 

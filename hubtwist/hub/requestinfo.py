@@ -5,7 +5,8 @@ cookies, what kind of client is asking, and finishing a render that happened lat
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode
+from typing import Callable
+from urllib.parse import parse_qs, parse_qsl, unquote_plus, urlsplit
 
 from twisted.web.server import NOT_DONE_YET
 
@@ -22,18 +23,53 @@ def header(request, name: bytes) -> str | None:
 
 def query_arg(request, name: str) -> str | None:
     """The first C{name=} argument of the query string (the body is never read here)."""
-    query = request.uri.partition(b"?")[2].decode("latin-1")
+    return query_value(request.uri, name)
+
+
+def query_value(uri: bytes, name: str) -> str | None:
+    """The first C{name=} argument of C{uri}'s query string, decoded. Pure; never raises."""
+    query = uri.partition(b"?")[2].decode("latin-1")
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == name:
             return value
     return None
 
 
+def query_without(uri: bytes, name: str, matches: Callable[[str], bool] | None = None) -> bytes:
+    """
+    C{uri} without its C{name=} query arguments (only those whose decoded value
+    C{matches}, when given). Every other byte is kept as it was, so the app sees its own
+    arguments exactly as the client sent them. Pure; never raises.
+    """
+    path, mark, query = uri.partition(b"?")
+    if not mark:
+        return uri
+    kept = [part for part in query.split(b"&") if not _is_arg(part, name, matches)]
+    return path + (b"?" + b"&".join(kept) if any(kept) else b"")
+
+
+def _is_arg(part: bytes, name: str, matches: Callable[[str], bool] | None) -> bool:
+    # Decoded as parse_qsl decodes them (query_value), so what was read is what goes.
+    key, _, raw = part.decode("latin-1").partition("=")
+    if unquote_plus(key) != name:
+        return False
+    return matches is None or matches(unquote_plus(raw))
+
+
 def uri_without_arg(request, name: str) -> bytes:
     """The request's URI with every C{name=} query argument removed."""
-    path, _, query = request.uri.partition(b"?")
-    kept = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k != name]
-    return path + (b"?" + urlencode(kept).encode("latin-1") if kept else b"")
+    return query_without(request.uri, name)
+
+
+def drop_query_arg(request, name: str, matches: Callable[[str], bool] | None = None) -> None:
+    """
+    Remove C{name=} arguments (those whose value C{matches}, if given) from the request
+    before it is forwarded: C{uri} is what the proxy sends on; C{args} stays consistent.
+    """
+    uri = query_without(request.uri, name, matches)
+    if uri != request.uri:
+        request.uri = uri
+        request.args = parse_qs(uri.partition(b"?")[2], keep_blank_values=True)
 
 
 def cookies(request) -> list[tuple[str, str]]:
@@ -64,9 +100,40 @@ def is_https(request) -> bool:
 
 
 def is_navigation(request) -> bool:
-    """A page view a browser makes (GET/HEAD, C{Sec-Fetch-Mode} navigate or not sent)."""
-    return (request.method in SAFE_METHODS
+    """
+    A page view a browser makes (GET/HEAD, C{Sec-Fetch-Mode} navigate or not sent). A
+    WebSocket handshake never is one, even from a script that sends no C{Sec-Fetch-Mode}:
+    it cannot follow a redirect or keep a cookie.
+    """
+    return (request.method in SAFE_METHODS and not is_upgrade(request)
             and (header(request, b"sec-fetch-mode") or "navigate") == "navigate")
+
+
+def cross_origin(method: bytes, host: str | None, origin: str | None, fetch_site: str | None,
+                 *, upgrade: bool = False) -> bool:
+    """
+    True when a cookie-authenticated request must be refused because it visibly comes from
+    another origin: C{Sec-Fetch-Site} says C{cross-site} or C{same-site} (browsers send
+    cookies to every port of a host, so a page of another local app is "same-site"), or
+    C{Origin} names another host:port than C{Host}. Only unsafe methods and WebSocket
+    handshakes (C{upgrade}) are checked: a page may open a WebSocket to any origin with the
+    user's cookies, and CORS does not apply to it. Without C{Origin} and C{Sec-Fetch-Site}
+    the client is not a browser (browsers send C{Origin} on every handshake and unsafe
+    request), so it passes, as in jupyter_server. Pure; never raises.
+    """
+    if method in SAFE_METHODS and not upgrade:
+        return False
+    if fetch_site and fetch_site not in ("same-origin", "none"):
+        return True
+    if origin == "null":
+        return True
+    if origin and host:
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:  # such as "http://[::1": not an origin a browser sends
+            return True
+        return netloc.lower() != host.lower()
+    return False
 
 
 def looks_like_api(request, rest: bytes) -> bool:

@@ -9,6 +9,7 @@ variables a Spawner or the Hub set, built-in defaults.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from pathlib import Path
 from typing import Mapping
@@ -77,6 +78,7 @@ class AuthPlan:
     hub: HubSettings | None = None
     token: str | None = attrs.field(default=None, repr=False)
     token_generated: bool = False
+    warnings: tuple[str, ...] = ()  # logged when hubtwist starts (the log is not up yet here)
 
     @property
     def open(self) -> bool:
@@ -111,16 +113,34 @@ def _prefix(path: str) -> str:
     return "/" + "".join(f"{part}/" for part in parts)
 
 
-def read_token_file(path: str) -> str:
-    """The token in C{path}, or a L{ConfigError} saying why it cannot be read."""
+def read_token_file(path: str, key: str = "hub.api_token_file", source: str | None = None) -> str:
+    """The token in C{path}, or a L{ConfigError} (about C{key}) saying why it cannot be read."""
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise ConfigError("hub.api_token_file", f"cannot be read ({error.strerror})",
-                          given=path, has_given=True) from None
+    except (OSError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
+        raise ConfigError(key, f"names a token file that cannot be read ({why})", given=path,
+                          has_given=True, source=source) from None
     if not token:
-        raise ConfigError("hub.api_token_file", "is empty", given=path, has_given=True)
+        raise ConfigError(key, "names an empty token file", given=path, has_given=True,
+                          source=source)
     return token
+
+
+def token_file_warning(path: str, mode: int) -> str | None:
+    """A warning when a token file with permission bits C{mode} is readable by others. Pure."""
+    if mode & 0o044:
+        return (f"The token file {path} is readable by other users (mode {mode & 0o777:o}); "
+                f"`chmod 600 {path}` keeps the token to hubtwist's user")
+    return None
+
+
+def _token_file_warnings(path: str) -> tuple[str, ...]:
+    try:
+        warning = token_file_warning(path, os.stat(path).st_mode)
+    except OSError:
+        return ()
+    return (warning,) if warning else ()
 
 
 def _api_credentials(environ: Mapping[str, str], hub: HubConfig) -> tuple[str, str, str]:
@@ -213,15 +233,27 @@ def hub_settings(environ: Mapping[str, str], config: Config) -> HubSettings:
 
 def resolve_auth(
     environ: Mapping[str, str], config: Config, *, mode: str | None = None,
-    token: str | None = None, no_auth: bool = False, generate_token: bool = False,
+    token: str | None = None, token_file: str | None = None, no_auth: bool = False,
+    generate_token: bool = False,
 ) -> AuthPlan:
     """
     Decide the mode and how requests are authenticated.
 
     C{mode} (C{--mode}) overrides C{hub.mode}. In standalone mode the token is C{token}
-    (C{--token}), else C{HUBTWIST_TOKEN}, else the C{token} key; with none of them a random
-    one is made when C{generate_token} (the command line's default) and C{no_auth} is false.
+    (C{--token}), else the content of C{token_file} (C{--token-file}), else
+    C{HUBTWIST_TOKEN}, else the C{token} key, else the content of C{token_file}'s key; with
+    none of them a random one is made when C{generate_token} (the command line's default)
+    and C{no_auth} is false. A token file that cannot be read or is empty is a
+    L{ConfigError}.
     """
+    warnings: list[str] = []
+    if token:
+        warnings.append("--token is visible to every user of this machine (in `ps` and "
+                        "/proc); set HUBTWIST_TOKEN or use --token-file instead")
+    file_token = None
+    if token_file:  # read in any mode: a wrong path is a mistake worth saying at once
+        file_token = read_token_file(token_file, "", source="--token-file")
+        warnings.extend(_token_file_warnings(token_file))
     mode = mode or config.hub.mode
     if mode != "standalone":
         api_url, api_token, source = _api_credentials(environ, config.hub)
@@ -229,20 +261,30 @@ def resolve_auth(
             settings = hub_settings(environ, config)
             reason = "--mode hub / hub.mode = \"hub\"" if mode == "hub" and not (
                 api_url and api_token) else source
-            return AuthPlan("hub", f"Hub mode as {settings.kind}: {reason}", hub=settings)
+            if config.hub.api_token_file and not config.hub.api_token:
+                warnings.extend(_token_file_warnings(config.hub.api_token_file))
+            return AuthPlan("hub", f"Hub mode as {settings.kind}: {reason}", hub=settings,
+                            warnings=tuple(warnings))
         reason = ("standalone mode: no Hub API URL and token were found "
                   "(JUPYTERHUB_API_URL + JUPYTERHUB_API_TOKEN, or [hub] api_url + api_token)")
     else:
         reason = "standalone mode: --mode standalone / hub.mode = \"standalone\""
     if no_auth:
-        return AuthPlan("standalone", reason + "; no authentication (--no-auth)")
-    chosen = token or environ.get("HUBTWIST_TOKEN") or config.token
+        return AuthPlan("standalone", reason + "; no authentication (--no-auth)",
+                        warnings=tuple(warnings))
+    chosen = token or file_token or environ.get("HUBTWIST_TOKEN") or config.token
+    if not chosen and config.token_file:
+        chosen = read_token_file(config.token_file, "token_file")
+        warnings.extend(_token_file_warnings(config.token_file))
     if chosen:
-        return AuthPlan("standalone", reason + "; a token is required", token=chosen)
+        return AuthPlan("standalone", reason + "; a token is required", token=chosen,
+                        warnings=tuple(warnings))
     if generate_token:
         return AuthPlan("standalone", reason + "; a generated token is required",
-                        token=secrets.token_hex(24), token_generated=True)
-    return AuthPlan("standalone", reason + "; no token is configured, so no authentication")
+                        token=secrets.token_hex(24), token_generated=True,
+                        warnings=tuple(warnings))
+    return AuthPlan("standalone", reason + "; no token is configured, so no authentication",
+                    warnings=tuple(warnings))
 
 
 def with_hub_defaults(config: Config, plan: AuthPlan, *, listen_given: bool,

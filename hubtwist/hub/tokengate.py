@@ -4,9 +4,12 @@ Jupyter server's. A browser brings it once as C{?token=...} (the URL printed at 
 then holds a cookie; API clients send C{Authorization: token ...}; WebSocket handshakes may
 use either.
 
-Cookie-authenticated unsafe requests (POST, PUT, ...) must come from this origin: browsers
-send cookies to every port of a host, so a page served by another local app could otherwise
-make them.
+Cookie-authenticated unsafe requests (POST, PUT, ...) and WebSocket handshakes must come
+from this origin: browsers send cookies to every port of a host, so a page served by another
+local app could otherwise make them (and get a shell from a terminal app).
+
+The token and the cookie are hubtwist's, not the app's: they are removed from what the app
+receives (the C{Authorization} header carrying the token, C{?token=}, the cookie).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import hmac
 import html
 import time
 from typing import Callable
-from urllib.parse import urlsplit
 
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -26,22 +28,9 @@ from hubtwist.hub.cookies import without_cookies
 from hubtwist.hub.gate import USER_HEADERS, strip_user_headers
 from hubtwist.hub.oauth import Signer
 from hubtwist.proxy.errors import send_error
+from hubtwist.proxy.forward import is_upgrade
 
 _COOKIE_VALUE = "authenticated"
-
-
-def cross_origin(method: bytes, host: str | None, origin: str | None, fetch_site: str | None) -> bool:
-    """
-    True when an unsafe request visibly comes from another origin: C{Sec-Fetch-Site} says
-    so, or the C{Origin} header names another host:port than C{Host}. Pure.
-    """
-    if method in info.SAFE_METHODS:
-        return False
-    if fetch_site and fetch_site not in ("same-origin", "none"):
-        return True
-    if origin and origin != "null" and host:
-        return urlsplit(origin).netloc.lower() != host.lower()
-    return origin == "null"
 
 
 class TokenGate(Resource):
@@ -71,7 +60,7 @@ class TokenGate(Resource):
         if rest in (b"api", b"api/"):
             return self._inner.render(request)  # the version only: a health check
         if self._matches(info.authorization_token(request)):
-            return self._inner.render(request)
+            return self._forward(request)
         url_token = info.query_arg(request, "token") if b"token=" in request.uri else None
         if url_token is not None and self._matches(url_token):
             if info.is_navigation(request):
@@ -79,25 +68,41 @@ class TokenGate(Resource):
                                   path=self._base_url, httpOnly=True, sameSite="lax",
                                   secure=info.is_https(request) or None)
                 return self._redirect(request, info.uri_without_arg(request, "token"))
-            return self._inner.render(request)
+            return self._forward(request)
         if self._has_cookie(request):
-            if cross_origin(request.method, info.header(request, b"host"), info.header(request, b"origin"),
-                            info.header(request, b"sec-fetch-site")):
+            upgrade = is_upgrade(request)
+            if info.cross_origin(request.method, info.header(request, b"host"),
+                                 info.header(request, b"origin"),
+                                 info.header(request, b"sec-fetch-site"), upgrade=upgrade):
+                what = "WebSocket connection was opened by a page" if upgrade else "request came"
                 send_error(request, 403, "Cross-origin request refused",
-                           "This request came from another site or port, so hubtwist's login "
+                           f"This {what} from another site or port, so hubtwist's login "
                            "cookie does not count for it. Send the token in an Authorization "
-                           "header instead.")
+                           "header (or as ?token= on a WebSocket handshake) instead.")
                 return NOT_DONE_YET
-            self._hide_cookie(request)
-            return self._inner.render(request)
+            return self._forward(request)
         return self._ask_for_token(request, rest, wrong=url_token is not None)
+
+    def _forward(self, request):
+        """
+        Pass an admitted request on without hubtwist's credentials: the cookie, an
+        C{Authorization} header with the token, C{?token=} with it. Other values of these
+        (an app's own Bearer token, say) are the app's and stay.
+        """
+        self._hide_cookie(request)
+        if self._matches(info.authorization_token(request)):
+            request.requestHeaders.removeHeader(b"authorization")
+        if b"token=" in request.uri:
+            info.drop_query_arg(request, "token", self._matches)
+        return self._inner.render(request)
 
     def admit_lean(self, headers: list) -> list | None:
         """
         For the lean path (L{hubtwist.proxy.lean}): a request whose C{Authorization}
         header carries the token passes, as in L{render}; its C{headers} ((name, [values])
-        pairs) come back without the user headers hubtwist sets itself. Anything else
-        (a cookie, C{?token=}, no token) gets C{None} and takes the ordinary path.
+        pairs) come back without that header, hubtwist's cookie and the user headers
+        hubtwist sets itself. Anything else (a cookie, C{?token=}, no token) gets C{None}
+        and takes the ordinary path.
         """
         authorization = None
         kept = []
@@ -107,8 +112,16 @@ class TokenGate(Resource):
                 continue
             if lower == b"authorization":
                 authorization = values[0].decode("latin-1")
+                continue
+            if lower == b"cookie":
+                cookie = without_cookies(values, self._is_own_cookie)
+                if cookie is not None:
+                    kept.append((name, [cookie]))
+                continue
             kept.append((name, values))
-        return kept if self._matches(info.token_of_authorization(authorization)) else None
+        if not self._matches(info.token_of_authorization(authorization)):
+            return None
+        return kept
 
     def _matches(self, candidate: str | None) -> bool:
         return candidate is not None and hmac.compare_digest(candidate.encode(), self._token)
@@ -119,12 +132,17 @@ class TokenGate(Resource):
                    for name, value in info.cookies(request))
 
     def _hide_cookie(self, request) -> None:
-        kept = without_cookies(request.requestHeaders.getRawHeaders(b"cookie", []),
-                               lambda name: name == self._cookie)
+        headers = request.requestHeaders.getRawHeaders(b"cookie")
+        if not headers:
+            return
+        kept = without_cookies(headers, self._is_own_cookie)
         if kept is None:
             request.requestHeaders.removeHeader(b"cookie")
         else:
             request.requestHeaders.setRawHeaders(b"cookie", [kept])
+
+    def _is_own_cookie(self, name: str, value: str) -> bool:
+        return name == self._cookie
 
     def _ask_for_token(self, request, rest: bytes, wrong: bool):
         request.setHeader(b"www-authenticate", b'Token realm="hubtwist"')

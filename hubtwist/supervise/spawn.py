@@ -63,14 +63,27 @@ def check_user_allowed(user: str) -> RunAs | None:
     )
 
 
+# hubtwist's own credentials, never an app's business: the standalone token (an app holding
+# it could use every other app), and the Hub API token, which is also hubtwist's OAuth client
+# secret (an app holding it could act as hubtwist towards the Hub). The Hub's token goes to
+# servers that set `pass_hub_token`, for apps that call the Hub API themselves.
+OWN_TOKEN_VARIABLES = ("HUBTWIST_TOKEN",)
+HUB_TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+
+
 def app_environment(
-    inherited: Mapping[str, str], extra: Mapping[str, str], run_as: RunAs | None, frozen: bool
+    inherited: Mapping[str, str], extra: Mapping[str, str], run_as: RunAs | None, frozen: bool,
+    *, pass_hub_token: bool = False,
 ) -> dict[str, str]:
     """
-    The app's environment: hubtwist's own, less what the frozen bundle injected, plus the
-    account's HOME/USER/LOGNAME/SHELL when switching user, plus the server's C{environment}.
+    The app's environment: hubtwist's own, less what the frozen bundle injected and less
+    hubtwist's credentials (the Hub's token stays with C{pass_hub_token}), plus the
+    account's HOME/USER/LOGNAME/SHELL when switching user, plus the server's C{environment}
+    (which may set anything, these names included).
     """
     env = dict(inherited)
+    for name in OWN_TOKEN_VARIABLES + (() if pass_hub_token else HUB_TOKEN_VARIABLES):
+        env.pop(name, None)
     if frozen:
         # PyInstaller points LD_LIBRARY_PATH at its bundle and saves the original.
         original = env.pop("LD_LIBRARY_PATH_ORIG", None)

@@ -198,7 +198,7 @@ class Supervisor:
             argv = [expand(arg, values) for arg in self.config.command]
             env = app_environment(
                 os.environ, {k: expand(v, values) for k, v in self.config.environment.items()},
-                self._run_as, is_frozen())
+                self._run_as, is_frozen(), pass_hub_token=self.config.pass_hub_token)
             if self.config.cwd and not os.path.isdir(self.config.cwd):
                 raise OSError(f"the working directory {self.config.cwd!r} does not exist")
             if find_executable(argv[0], env, self.config.cwd) is None:

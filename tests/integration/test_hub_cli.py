@@ -72,3 +72,45 @@ def test_forced_hub_mode_without_a_hub_is_explained():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "Hub mode needs the Hub's API URL" in result.stderr and "Traceback" not in result.stderr
+
+
+def _serve_until_ready(args: list[str], port: int) -> str:
+    """Run hubtwist with C{args} until its token-protected app answers; its whole log."""
+    process = subprocess.Popen([*HUBTWIST, *args, "--listen", f"tcp:{port}:interface=127.0.0.1",
+                                "--", *HTTPAPP, "--port", "{port}"], env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/api"), 30, "hubtwist")
+        assert _status(f"http://127.0.0.1:{port}/echo", {"Authorization": "token from-a-file"}) == 200
+        assert _status(f"http://127.0.0.1:{port}/echo", {"Authorization": "token other"}) == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=20)[0]
+    return output
+
+
+def test_the_token_can_come_from_a_file_and_the_command_line_is_warned_about(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    token_file.chmod(0o640)
+    output = _serve_until_ready(["--token-file", str(token_file)], free_port())
+    assert "from-a-file" not in output
+    assert f"The token file {token_file} is readable by other users (mode 640)" in output
+    output = _serve_until_ready(["--token", "from-a-file"], free_port())
+    assert "--token is visible to every user of this machine" in output
+    assert "HUBTWIST_TOKEN or use --token-file" in output
+
+
+def test_a_token_file_that_cannot_be_used_is_a_usage_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for args, message in [
+        (["--token-file", str(tmp_path / "missing")],
+         "--token-file: names a token file that cannot be read (No such file or directory)"),
+        (["--token-file", str(empty)], "--token-file: names an empty token file"),
+        (["--token", "x", "--token-file", str(empty)], "not allowed with argument"),
+    ]:
+        result = subprocess.run([*HUBTWIST, *args, "--", "true"], env=ENV, capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 2, result
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr

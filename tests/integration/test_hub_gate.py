@@ -378,3 +378,249 @@ async def test_a_token_in_the_url_starts_a_cookie_session_when_allowed(hubtwist,
     assert cookies["jupyterhub-user-alice"] and cookies["_xsrf"]
     page = await treq.get(f"{ht.url}/user/alice/echo?x=1", headers={"Cookie": cookie_header(cookies)})
     assert page.code == 200
+
+
+# -- cross-site WebSocket hijacking, hubtwist's credentials kept from the apps, odd input -------
+
+OTHER_PORT = "http://127.0.0.1:1"  # a page of another local app: same site, another origin
+
+
+def _status(head: bytes) -> int:
+    return int(head.split(b" ", 2)[1])
+
+
+def _ws_info(port: int, target: str, headers: dict | None = None) -> dict:
+    """Open a WebSocket to wsapp's /info with the websockets client (in a thread); its report."""
+    from websockets.sync.client import connect
+
+    with connect(f"ws://127.0.0.1:{port}{target}", additional_headers=headers or {},
+                 open_timeout=20, close_timeout=5) as ws:
+        return json.loads(ws.recv(timeout=20))
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_token_gate_refuses_cookie_websockets_from_other_origins(hubtwist):
+    ht = await hubtwist(token="s3cret", servers={"ws": {"command": WSAPP}})
+    port = ht.ports[0].getHost().port
+    link = await treq.get(f"{ht.url}/ws/?token=s3cret", allow_redirects=False)
+    assert link.code == 302
+    cookie = {"Cookie": cookie_header(cookies_of(link))}
+    same = f"http://127.0.0.1:{port}"
+    for headers, expected in [
+        ({**cookie, "Origin": OTHER_PORT}, 403),  # the hijack: another local page
+        ({**cookie, "Origin": same, "Sec-Fetch-Site": "same-site"}, 403),
+        ({**cookie, "Origin": "null"}, 403),
+        ({**cookie, "Origin": same, "Sec-Fetch-Site": "same-origin"}, 101),
+        (cookie, 101),  # no Origin: not a browser (browsers always send it), as jupyter_server
+        ({"Origin": OTHER_PORT, "Authorization": "token s3cret"}, 101),  # a token, not a cookie
+    ]:
+        head = await deferToThread(_handshake, port, "/ws/echo", headers)
+        assert _status(head) == expected, (headers, head)
+    refused = await deferToThread(_refused_handshake, port, "/ws/echo",
+                                  {**cookie, "Origin": OTHER_PORT})
+    assert _status(refused) == 403 and b"another site or port" in refused
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_handshakes_with_a_url_token_are_never_redirected(hubtwist, fake_hub):
+    # A script's handshake with ?token= and no Sec-Fetch-Mode is no page view: it cannot
+    # follow a redirect, so it is upgraded at once (in the Hub gate also when tokens in URLs
+    # are allowed, which makes page views with ?token= redirect).
+    standalone = await hubtwist(token="s3cret", servers={"ws": {"command": WSAPP}})
+    hub = await hubtwist(hub_env(fake_hub, JUPYTERHUB_ALLOW_TOKEN_IN_URL="1"),
+                         servers={"ws": {"command": WSAPP}})
+    for ht, target in [(standalone, "/ws/echo?token=s3cret"),
+                       (hub, "/user/alice/ws/echo?token=alice-token")]:
+        head = await deferToThread(_handshake, ht.ports[0].getHost().port, target, {})
+        assert _status(head) == 101, head
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_hub_gate_refuses_cookie_websockets_from_other_origins(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub), servers={"ws": {"command": WSAPP}})
+    port = ht.ports[0].getHost().port
+    cookie = {"Cookie": cookie_header(await log_in(ht, fake_hub))}
+    same = f"http://127.0.0.1:{port}"
+    for headers, expected in [
+        ({**cookie, "Origin": OTHER_PORT}, 403),
+        ({**cookie, "Origin": same, "Sec-Fetch-Site": "cross-site"}, 403),
+        ({**cookie, "Origin": same, "Sec-Fetch-Mode": "websocket"}, 101),
+        (cookie, 101),
+        ({"Origin": OTHER_PORT, "Authorization": "token alice-token"}, 101),
+        ({"Origin": OTHER_PORT}, 403),  # no credentials at all
+    ]:
+        head = await deferToThread(_handshake, port, "/user/alice/ws/echo", headers)
+        assert _status(head) == expected, (headers, head)
+    refused = await deferToThread(_refused_handshake, port, "/user/alice/ws/echo",
+                                  {**cookie, "Origin": OTHER_PORT})
+    assert _status(refused) == 403 and b"another site or port" in refused
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_token_gate_keeps_its_credentials_from_the_apps(hubtwist):
+    ht = await hubtwist(token="s3cret", default_server="app",
+                        servers={"app": {"command": APP}, "ws": {"command": WSAPP}})
+    port = ht.ports[0].getHost().port
+    link = await treq.get(f"{ht.url}/echo?token=s3cret", allow_redirects=False)
+    own = cookie_header(cookies_of(link))
+
+    async def echo(path, headers):
+        response = await treq.get(ht.url + path, headers=headers)
+        assert response.code == 200, path
+        return json.loads(await response.text())
+
+    seen = await echo("/echo", {"Authorization": "token s3cret", "Cookie": own + "; app=1"})
+    assert "authorization" not in seen["headers"] and seen["headers"]["cookie"] == "app=1"
+    # The app's own Bearer token on a cookie-authenticated request is the app's: it stays.
+    seen = await echo("/echo", {"Authorization": "Bearer app-token", "Cookie": own})
+    assert seen["headers"]["authorization"] == "Bearer app-token" and "cookie" not in seen["headers"]
+    # ?token= on a request that is not a page view (no redirect) is removed, the rest kept.
+    seen = await echo("/echo?a=%2F+b&token=s3cret&x", {"Sec-Fetch-Mode": "cors"})
+    assert seen["path"] == "/echo?a=%2F+b&x"
+    app_port = ht.keepers["app"].address.port
+    seen = await echo(f"/proxy/{app_port}/echo?token=s3cret&x=1", {"Sec-Fetch-Mode": "cors"})
+    assert seen["path"] == "/echo?x=1"
+    # An app's own token= argument on a cookie-authenticated request stays.
+    seen = await echo("/echo?token=the-apps", {"Cookie": own})
+    assert seen["path"] == "/echo?token=the-apps"
+    info = await deferToThread(_ws_info, port, "/ws/info?token=s3cret&x=1",
+                               {"Cookie": own + "; app=1"})
+    assert info["path"] == "/info?x=1" and info["headers"]["cookie"] == ["app=1"]
+    info = await deferToThread(_ws_info, port, "/ws/info", {"Authorization": "token s3cret"})
+    assert "authorization" not in info["headers"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_hub_gate_keeps_its_credentials_from_the_apps(hubtwist, fake_hub):
+    ht = await hubtwist(hub_env(fake_hub, JUPYTERHUB_ALLOW_TOKEN_IN_URL="1"), default_server="app",
+                        servers={"app": {"command": APP}, "ws": {"command": WSAPP}})
+    port = ht.ports[0].getHost().port
+    cookies = await log_in(ht, fake_hub)
+
+    async def echo(path, headers):
+        response = await treq.get(ht.url + path, headers=headers)
+        assert response.code == 200, path
+        return json.loads(await response.text())
+
+    seen = await echo("/user/alice/echo", {"Authorization": "token alice-token"})
+    assert "authorization" not in seen["headers"]
+    seen = await echo("/user/alice/echo?token=alice-token&x=1", {"Sec-Fetch-Mode": "cors"})
+    assert seen["path"] == "/echo?x=1"
+    # hubtwist's _xsrf and state cookies are its own; an app's _xsrf (same name) is the app's.
+    sent = (cookie_header(cookies) + "; _xsrf=the-apps-xsrf; jupyterhub-user-alice-oauth-state=x"
+            "; jupyterhub-session-id=s1")
+    seen = await echo("/user/alice/echo", {"Cookie": sent})
+    assert seen["headers"]["cookie"] == "_xsrf=the-apps-xsrf; jupyterhub-session-id=s1"
+    info = await deferToThread(_ws_info, port, "/user/alice/ws/info?x=1&token=alice-token", {})
+    assert info["path"] == "/info?x=1"
+
+
+def _raw_request(port: int, head: bytes) -> bytes:
+    """Send C{head} (a request head, any bytes) with a blocking socket; the answer's head and
+    its body (as long as C{Content-Length} says; a 101 has none)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        client.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = client.recv(4096)
+            if not chunk:
+                return answer
+            answer += chunk
+        answer_head, _, body = answer.partition(b"\r\n\r\n")
+        length = 0
+        for line in answer_head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            chunk = client.recv(4096)
+            if not chunk:
+                break
+            body += chunk
+    return answer_head + b"\r\n\r\n" + body
+
+
+def _refused_handshake(port: int, target: str, headers: dict) -> bytes:
+    """A WebSocket handshake expected to be refused: the whole answer, body included."""
+    lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    return _raw_request(port, ("\r\n".join(lines) + "\r\n\r\n").encode())
+
+
+MALFORMED_COOKIES = [b"a.b.\xe9", b"\xff\xfe.\x80.\x81", "x.1.\u00e9".encode(), b"a.b.c" * 2000,
+                     b"%%%.%%.==", b"...", b"YQ.99999999999999999999999999999999999999.00"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_cookies_count_as_no_cookie(hubtwist, fake_hub):
+    hub = await hubtwist(hub_env(fake_hub), default_server="app", servers={"app": {"command": APP}})
+    standalone = await hubtwist(token="s3cret", default_server="app", servers={"app": {"command": APP}})
+    own = "hubtwist-" + hashlib.sha256(b"s3cret").hexdigest()[:12]
+    for ht, prefix, names in [
+        (hub, b"/user/alice/", [b"jupyterhub-user-alice", b"_xsrf", b"jupyterhub-session-id"]),
+        (standalone, b"/", [own.encode()]),
+    ]:
+        port = ht.ports[0].getHost().port
+        for name in names:
+            for value in MALFORMED_COOKIES:
+                for accept in (b"text/html", b"application/json"):
+                    head = (b"GET " + prefix + b"echo HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: " + accept
+                            + b"\r\nCookie: " + name + b"=" + value + b"\r\nConnection: close\r\n\r\n")
+                    answer = await deferToThread(_raw_request, port, head)
+                    # A login redirect, a 403 (Hub) or a 401 (token gate): never a 500.
+                    assert _status(answer) in (302, 401, 403), (name, value, answer[:200])
+    # The same in a login's state cookie, and in the XSRF header of a logged-in POST.
+    port = hub.ports[0].getHost().port
+    login = cookie_header(await log_in(hub, fake_hub)).encode()
+    for value in MALFORMED_COOKIES:
+        callback = (b"GET /user/alice/oauth_callback?code=c&state=s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Cookie: jupyterhub-user-alice-oauth-state=" + value
+                    + b"\r\nConnection: close\r\n\r\n")
+        assert _status(await deferToThread(_raw_request, port, callback)) == 403, value
+        post = (b"POST /user/alice/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: " + login
+                + b"\r\nX-XSRFToken: " + value + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        assert _status(await deferToThread(_raw_request, port, post)) == 403, value
+
+
+ENV_DUMP = ("import json, os, sys\n"
+            "with open(sys.argv[1], 'w') as out:\n"
+            "    json.dump(dict(os.environ), out)\n"
+            "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n")
+
+
+def _env_app(path) -> dict:
+    """An app that writes its environment to C{path} as JSON, then serves as httpapp."""
+    return {"command": [HTTPAPP[0], "-c", ENV_DUMP, str(path), HTTPAPP[1], "--port", "{port}"],
+            "autostart": True}
+
+
+async def _env_of(path) -> dict:
+    await poll(lambda: path.exists() and path.stat().st_size > 0, 30, message=f"{path.name}")
+    await sleep(0.05)  # json.dump may still be writing
+    return json.loads(path.read_text())
+
+
+@pytest_twisted.ensureDeferred
+async def test_apps_do_not_inherit_hubtwists_tokens(hubtwist, fake_hub, tmp_path, monkeypatch):
+    # hubtwist's own environment, as a Spawner or the user set it.
+    monkeypatch.setenv("HUBTWIST_TOKEN", "standalone-secret")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "server-token")
+    monkeypatch.setenv("JPY_API_TOKEN", "server-token")
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    await hubtwist(token="standalone-secret", servers={"app": _env_app(tmp_path / "standalone")})
+    env = await _env_of(tmp_path / "standalone")
+    assert not {"HUBTWIST_TOKEN", "JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN"} & set(env)
+    assert env["JUPYTERHUB_USER"] == "alice"  # the rest of the environment is passed on
+    await hubtwist(hub_env(fake_hub), servers={
+        "plain": _env_app(tmp_path / "plain"),
+        "hubapi": {**_env_app(tmp_path / "hubapi"), "pass_hub_token": True},
+        "chosen": {**_env_app(tmp_path / "chosen"), "environment": {"HUBTWIST_TOKEN": "mine"}},
+    })
+    plain = await _env_of(tmp_path / "plain")
+    assert not {"HUBTWIST_TOKEN", "JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN"} & set(plain)
+    hubapi = await _env_of(tmp_path / "hubapi")
+    assert hubapi["JUPYTERHUB_API_TOKEN"] == hubapi["JPY_API_TOKEN"] == "server-token"
+    assert "HUBTWIST_TOKEN" not in hubapi
+    assert (await _env_of(tmp_path / "chosen"))["HUBTWIST_TOKEN"] == "mine"  # set explicitly

@@ -237,6 +237,9 @@ async def test_an_unreachable_app_is_502_and_the_connection_stays_usable(hubtwis
     assert after[0] == 200
 
 
+OWN_COOKIE = "hubtwist-" + hashlib.sha256(b"secret-token").hexdigest()[:12]  # the token gate's
+
+
 @pytest_twisted.ensureDeferred
 async def test_behind_the_token_gate_only_requests_with_the_token_header_are_lean(hubtwist):
     ht = await hubtwist(token="secret-token")
@@ -244,11 +247,13 @@ async def test_behind_the_token_gate_only_requests_with_the_token_header_are_lea
     before = ht.lean.served
     admitted, refused = await in_thread(
         one_connection, ht.port,
-        get("/app/echo", "Authorization: token secret-token\r\nX-Forwarded-User: mallory\r\n"),
+        get("/app/echo", "Authorization: token secret-token\r\nX-Forwarded-User: mallory\r\n"
+                         f"Cookie: {OWN_COOKIE}=x; app=1\r\n"),
         get("/app/echo", "Accept: application/json\r\n"))
     assert admitted[0] == 200 and refused[0] == 401
     headers = json.loads(admitted[2])["headers"]
-    assert headers["authorization"] == "token secret-token"
+    # hubtwist's credentials are its own: neither the token nor its cookie reach the app.
+    assert "authorization" not in headers and headers["cookie"] == "app=1"
     assert "x-forwarded-user" not in headers  # only hubtwist sets who is calling
     [(wrong, _, _)] = await in_thread(
         one_connection, ht.port,

@@ -132,6 +132,49 @@ def test_standalone_token_sources_in_order():
     assert resolve_auth({}, config, no_auth=True, generate_token=True).open
 
 
+def test_token_files_and_their_place_in_the_order(tmp_path):
+    flag_file, key_file = tmp_path / "flag", tmp_path / "key"
+    flag_file.write_text("  from-flag-file\n")
+    key_file.write_text("from-key-file\n")
+    flag_file.chmod(0o600)
+    key_file.chmod(0o600)
+    config = load_toml_text(f'token_file = "{key_file}"')
+    assert resolve_auth({}, config, token="from-flag").token == "from-flag"
+    plan = resolve_auth({"HUBTWIST_TOKEN": "from-env"}, config, token_file=str(flag_file))
+    assert plan.token == "from-flag-file" and plan.warnings == ()
+    assert resolve_auth({"HUBTWIST_TOKEN": "from-env"}, config).token == "from-env"
+    assert resolve_auth({}, config).token == "from-key-file"
+    with pytest.raises(ConfigError, match="`token_file` cannot be given together with `token`"):
+        load_toml_text(f'token = "x"\ntoken_file = "{key_file}"')
+
+
+def test_a_token_file_that_is_missing_empty_or_open_to_others(tmp_path):
+    with pytest.raises(ConfigError, match="--token-file: names a token file that cannot be read "
+                                          r"\(No such file or directory\)"):
+        resolve_auth({}, EMPTY, token_file=str(tmp_path / "missing"))
+    empty = tmp_path / "empty"
+    empty.write_text(" \n")
+    with pytest.raises(ConfigError, match="names an empty token file"):
+        resolve_auth({}, EMPTY, token_file=str(empty))
+    with pytest.raises(ConfigError, match="`token_file` names an empty token file"):
+        resolve_auth({}, load_toml_text(f'token_file = "{empty}"'))
+    # Read even in Hub mode, where it is not used: a wrong path is said at once.
+    with pytest.raises(ConfigError, match="--token-file"):
+        resolve_auth(SINGLE_USER, EMPTY, token_file=str(tmp_path / "missing"))
+    shared = tmp_path / "shared"
+    shared.write_text("tok")
+    shared.chmod(0o644)
+    [warning] = resolve_auth({}, EMPTY, token_file=str(shared)).warnings
+    assert "readable by other users (mode 644)" in warning and f"chmod 600 {shared}" in warning
+
+
+def test_a_token_on_the_command_line_is_warned_about():
+    [warning] = resolve_auth({}, EMPTY, token="from-flag").warnings
+    assert "visible to every user" in warning and "HUBTWIST_TOKEN" in warning
+    assert "--token-file" in warning
+    assert resolve_auth({"HUBTWIST_TOKEN": "from-env"}, EMPTY).warnings == ()
+
+
 @pytest.mark.parametrize("description, private", [
     ("tcp:8888:interface=127.0.0.1", True),
     ("tcp:port=8888:interface=127.0.0.5", True),

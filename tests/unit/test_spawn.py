@@ -43,6 +43,20 @@ def test_environment_restores_the_frozen_library_path_and_sets_the_account():
     assert spawn.app_environment({"LD_LIBRARY_PATH": "/x"}, {}, None, frozen=False) == {"LD_LIBRARY_PATH": "/x"}
 
 
+def test_the_apps_do_not_get_hubtwists_tokens():
+    inherited = {"PATH": "/bin", "HUBTWIST_TOKEN": "t", "JUPYTERHUB_API_TOKEN": "h",
+                 "JPY_API_TOKEN": "h", "JUPYTERHUB_API_URL": "http://hub/hub/api"}
+    assert spawn.app_environment(inherited, {}, None, frozen=False) == {
+        "PATH": "/bin", "JUPYTERHUB_API_URL": "http://hub/hub/api"}
+    # pass_hub_token: the Hub's token (an app that calls the Hub API), never hubtwist's own.
+    assert spawn.app_environment(inherited, {}, None, frozen=False, pass_hub_token=True) == {
+        "PATH": "/bin", "JUPYTERHUB_API_TOKEN": "h", "JPY_API_TOKEN": "h",
+        "JUPYTERHUB_API_URL": "http://hub/hub/api"}
+    # The server's own `environment` is what the configuration asks for: it wins.
+    assert spawn.app_environment(inherited, {"HUBTWIST_TOKEN": "app"}, None,
+                                 frozen=False)["HUBTWIST_TOKEN"] == "app"
+
+
 def test_find_executable(tmp_path):
     assert spawn.find_executable("sh", {"PATH": "/bin:/usr/bin"}, None)
     assert spawn.find_executable("no-such-program-xyz", {"PATH": "/bin"}, None) is None
