@@ -11,9 +11,7 @@ the upload as it arrives.
 
 from __future__ import annotations
 
-import importlib
 import re
-from typing import Callable
 
 import attrs
 from twisted.internet.defer import CancelledError, TimeoutError as DeferredTimeout
@@ -23,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
+from hubtwist.config.kinds import load_callable
 from hubtwist.config.schema import ServerConfig
 from hubtwist.config.templates import expand, template_values
 from hubtwist.proxy.errors import send_error
@@ -34,15 +33,6 @@ from hubtwist.proxy.rewrite import (
 from hubtwist.supervise import BackendAddress, ServerUnavailable, State
 
 log = Logger(namespace="hubtwist.proxy")
-
-
-def load_callable(import_path: str) -> Callable:
-    """C{"package.module:name"} -> the object (config values of mappath, rewrite_response)."""
-    module, _, name = import_path.partition(":")
-    target = importlib.import_module(module)
-    for part in name.split("."):
-        target = getattr(target, part)
-    return target
 
 
 @attrs.define
