@@ -208,3 +208,28 @@ def test_check_config_into_a_closed_pipe_is_not_a_traceback(tmp_path):
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert stderr == b""
+
+
+def test_sigterm_removes_the_apps_private_socket_directory(hubtwist_process):
+    import shutil
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="ht-tmp-")  # short: the socket path must fit in 107 bytes
+    try:
+        env = {key: value for key, value in os.environ.items() if key != "XDG_RUNTIME_DIR"}
+        env["TMPDIR"] = temp
+        port = free_port()
+        process = hubtwist_process(
+            "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-auth", "--unix-socket", "--",
+            *HTTPAPP, "--unix-socket", "{unix_socket}", env=env)
+        status, body = wait_for(lambda: try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
+        assert status == 200
+        [directory] = os.listdir(temp)
+        assert directory.startswith("hubtwist-app-")
+        assert os.listdir(os.path.join(temp, directory)) == ["app.sock"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert not alive(int(body))
+        assert os.listdir(temp) == [], "the private socket directory outlived hubtwist"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
