@@ -260,3 +260,12 @@ def test_import_paths_are_imported_when_the_config_is_checked(user_module, key):
 def test_an_import_path_whose_module_exits_is_a_config_error(user_module):
     name = user_module("import sys\nsys.exit(3)\n")
     assert "failed (SystemExit: 3)" in error_of(f"[servers.app]\nmappath = '{name}:f'")
+
+
+@pytest.mark.parametrize("flags", [["--timeout", "nan"], ["--request-timeout", "inf"],
+                                   ["--last-activity-interval", "nan"], ["--timeout", "1e400"]])
+def test_duration_flags_must_be_finite(flags):
+    from hubtwist.cli import _parser, build_config
+
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        build_config(_parser().parse_args(flags), ["app", "{port}"])
