@@ -174,8 +174,14 @@ def check_config(argv: Sequence[str]) -> None:
         config = load_toml(argv[0])
     except ConfigError as error:
         _fail(str(error))
-    sys.stdout.write(f"# {argv[0]} is valid; the effective configuration:\n")
-    sys.stdout.write(to_toml(config))
+    name = argv[0] if argv[0].isprintable() else repr(argv[0])  # one line, any file name
+    try:
+        sys.stdout.write(f"# {name} is valid; the effective configuration:\n")
+        sys.stdout.write(to_toml(config))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `check-config FILE | head`: the reader left; the file is valid all the same.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
 
 

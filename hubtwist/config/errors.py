@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import reprlib
+
 
 class ConfigError(Exception):
     """
@@ -44,8 +46,8 @@ class ConfigError(Exception):
         )
 
     def message(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        key = f"`{self.key_path}` " if self.key_path else ""
+        where = f"{_printable(self.source)}: " if self.source else ""
+        key = f"`{_printable(self.key_path)}` " if self.key_path else ""
         parts = [f"{where}{key}{self.problem}"]
         if self.has_given:
             parts.append(f"(given: {_show(self.given)})")
@@ -57,10 +59,26 @@ class ConfigError(Exception):
         return text
 
 
+# What a message shows of a given value: bounded, so that a huge or deeply nested value
+# (a megabyte string, 300 nested arrays) still gives one short sentence.
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = 120
+_REPR.maxother = 80
+_REPR.maxlist = _REPR.maxtuple = 8
+_REPR.maxdict = 6
+
+
+def _printable(text: str) -> str:
+    """C{text}, with control characters escaped: a quoted TOML key or a file name may hold a
+    newline, and the message must stay one line."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _show(value: object) -> str:
-    if isinstance(value, str):
-        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    if isinstance(value, int) and len(str(value)) > 80:  # at most 4300 digits: TOML's limit
+        text = str(value)
+        return f"{text[:20]}...{text[-5:]} ({len(text)} digits)"
+    return _REPR.repr(value)

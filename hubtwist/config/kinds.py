@@ -9,7 +9,9 @@ documentation cannot drift apart.
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 import re
 import shlex
 import signal
@@ -28,10 +30,20 @@ class Kind(Protocol):
         """What this kind accepts, as a phrase for messages and docs."""
 
 
+WRONG_TYPE = "has the wrong type"
+
+# Longer durations mean nothing to a supervisor or a proxy, and floats this size stay
+# exact enough for reactor arithmetic (now + delay).
+MAX_SECONDS = 1e9
+
+# sun_path is 108 bytes on Linux, including the terminating NUL.
+MAX_UNIX_PATH = 107
+
+
 def _wrong(path: str, value: object, kind: Kind, problem: str | None = None) -> ConfigError:
     return ConfigError(
         path,
-        problem or "has the wrong type",
+        problem or WRONG_TYPE,
         given=value,
         has_given=True,
         accepted=kind.describe(),
@@ -111,7 +123,8 @@ class Int:
 
 @attrs.frozen
 class Seconds:
-    """A duration in seconds: an int or a float, at least C{minimum}."""
+    """A duration in seconds: an int or a float, at least C{minimum}, finite, and at most
+    L{MAX_SECONDS} (a NaN would pass every comparison and break the reactor's timers)."""
 
     minimum: float = 0.0
     exclusive: bool = False
@@ -119,8 +132,12 @@ class Seconds:
     def coerce(self, value: object, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _wrong(path, value, self)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _wrong(path, value, self, "must be a finite number")
         if value < self.minimum or (self.exclusive and value == self.minimum):
             raise _wrong(path, value, self, "is out of range")
+        if value > MAX_SECONDS:  # compared before float(): a huge int would overflow it
+            raise _wrong(path, value, self, f"is too large (at most {MAX_SECONDS:.0f} seconds)")
         return float(value)
 
     def describe(self) -> str:
@@ -192,15 +209,54 @@ class StrDict:
         return "a table of strings"
 
 
+class ImportFailed(Exception):
+    """An import path names nothing callable; the message says why."""
+
+
+def load_callable(import_path: str) -> Any:
+    """
+    C{"package.module:name.attr"} -> the callable it names, or L{ImportFailed} saying why
+    (the module is missing or fails to import, the attribute is missing, it is not callable).
+    """
+    module_name, _, name = import_path.partition(":")
+    try:
+        target = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise ImportFailed(f"cannot be imported: {error}") from None
+    except (Exception, SystemExit) as error:  # user code: anything may go wrong in it
+        raise ImportFailed(
+            f"cannot be imported: importing {module_name!r} failed "
+            f"({type(error).__name__}: {error})") from None
+    for part in name.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ImportFailed(
+                f"names a missing attribute: {type(target).__name__} "
+                f"{getattr(target, '__name__', module_name)!r} has no attribute {part!r}"
+            ) from None
+    if not callable(target):
+        raise ImportFailed(f"does not name a callable (its type is {type(target).__name__})")
+    return target
+
+
 @attrs.frozen
 class ImportPath:
-    """C{"package.module:attribute"}: a callable loaded when the server is built."""
+    """
+    C{"package.module:attribute"}: a callable. It is imported when the configuration is
+    checked (as jupyter-server-proxy does), so C{check-config} reports what the run would
+    fail on.
+    """
 
     def coerce(self, value: object, path: str) -> str:
-        if not isinstance(value, str) or not re.fullmatch(
-            r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value
-        ):
+        if not isinstance(value, str):
+            raise _wrong(path, value, self)
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
             raise _wrong(path, value, self, "is not an import path")
+        try:
+            load_callable(value)
+        except ImportFailed as error:
+            raise _wrong(path, value, self, str(error)) from None
         return value
 
     def describe(self) -> str:
@@ -209,17 +265,23 @@ class ImportPath:
 
 @attrs.frozen
 class Either:
-    """The first of several kinds that accepts the value."""
+    """
+    The first of several kinds that accepts the value. When one of them had the value's
+    type but refused it, its reason is given (a missing module, an empty string), not a
+    bare "wrong type".
+    """
 
     kinds: tuple[Kind, ...]
 
     def coerce(self, value: object, path: str) -> Any:
+        reason = None
         for kind in self.kinds:
             try:
                 return kind.coerce(value, path)
-            except ConfigError:
-                continue
-        raise _wrong(path, value, self)
+            except ConfigError as error:
+                if reason is None and error.problem != WRONG_TYPE:
+                    reason = error
+        raise reason or _wrong(path, value, self)
 
     def describe(self) -> str:
         return ", or ".join(k.describe() for k in self.kinds)

@@ -9,7 +9,9 @@ dict, CLI flags) against it, and L{hubtwist.config.docs} renders docs/configurat
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import urllib.parse
 from typing import Any
 
 import attrs
@@ -62,7 +64,7 @@ class ServerMap:
                               accepted=self.describe())
         servers = {}
         for name, table in value.items():
-            if not re.fullmatch(_SERVER_NAME, name):
+            if not isinstance(name, str) or not re.fullmatch(_SERVER_NAME, name):
                 raise ConfigError(
                     f"{path}.{name}", "is not a usable server name", given=name, has_given=True,
                     accepted="letters, digits, '.', '_' and '-', starting with a letter or digit",
@@ -101,6 +103,30 @@ def _check_patterns(patterns: tuple[str, ...], path: str) -> None:
                 f"{path}[{index}]", f"is not a valid regular expression ({error})",
                 given=pattern, has_given=True, accepted="Python regular expressions",
             ) from None
+
+
+def _check_socket_path(socket: bool | str, path: str) -> None:
+    # A longer path cannot be bound at all: the app would fail every start, far from the cause.
+    if isinstance(socket, str) and len(os.fsencode(socket)) > kinds.MAX_UNIX_PATH:
+        raise ConfigError(
+            path, f"is {len(os.fsencode(socket))} bytes long, too long for a unix socket",
+            given=socket, has_given=True, accepted=f"a path of at most {kinds.MAX_UNIX_PATH} bytes",
+        )
+
+
+def _check_http_url(url: str | None, path: str) -> None:
+    # hubtwist makes requests to these; anything but an http(s) URL with a host would only
+    # fail later, inside the HTTP client.
+    if url is None:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad IPv6 literal or port
+        usable = False
+    if not usable:
+        raise ConfigError(path, "is not an http(s) URL", given=url, has_given=True,
+                          accepted="an http:// or https:// URL with a host name")
 
 
 @attrs.frozen
@@ -261,6 +287,7 @@ class ServerConfig:
 
     def __attrs_post_init__(self) -> None:
         _check_patterns(self.exclude_last_activity_patterns, "exclude_last_activity_patterns")
+        _check_socket_path(self.unix_socket, "unix_socket")
 
     @property
     def is_external(self) -> bool:
@@ -365,6 +392,10 @@ class HubConfig:
         kinds.Seconds(0, exclusive=True), 10.0, "Seconds one call to the Hub API may take.",
     )
 
+    def __attrs_post_init__(self) -> None:
+        for key in ("api_url", "activity_url", "hub_host"):
+            _check_http_url(getattr(self, key), key)
+
 
 @attrs.frozen
 class Config:
@@ -455,10 +486,10 @@ def build(model: type, raw: dict[str, Any], path: str = "") -> Any:
     fields = {f.name: f for f in attrs.fields(model)}
     values = {}
     for key, value in raw.items():
-        key_path = f"{path}.{key}" if path else key
-        field = fields.get(key)
+        key_path = f"{path}.{key}" if path else str(key)
+        field = fields.get(key) if isinstance(key, str) else None
         if field is None:
-            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
             raise ConfigError(
                 key_path, "is not a known key",
                 hint=f"Did you mean `{close[0]}`?" if close else
@@ -470,7 +501,7 @@ def build(model: type, raw: dict[str, Any], path: str = "") -> Any:
     try:
         return model(**values)
     except ConfigError as error:
-        if path and error.key_path and not error.key_path.startswith(path):
+        if path and error.key_path and not error.key_path.startswith(path + "."):
             raise ConfigError(
                 f"{path}.{error.key_path}", error.problem, given=error.given,
                 has_given=error.has_given, accepted=error.accepted, hint=error.hint,

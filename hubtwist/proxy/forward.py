@@ -11,9 +11,7 @@ the upload as it arrives.
 
 from __future__ import annotations
 
-import importlib
 import re
-from typing import Callable
 
 import attrs
 from twisted.internet.defer import CancelledError, TimeoutError as DeferredTimeout
@@ -23,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
+from hubtwist.config.kinds import load_callable
 from hubtwist.config.schema import ServerConfig
 from hubtwist.config.templates import expand, template_values
 from hubtwist.proxy.errors import send_error
@@ -52,15 +51,6 @@ def cgi_name(name: bytes) -> bytes:
     C{X-Forwarded-User} and C{X_Forwarded_User}), as a lower-case header name: two headers
     with the same C{cgi_name} are the same header to such an app."""
     return name.lower().replace(b"_", b"-")
-
-
-def load_callable(import_path: str) -> Callable:
-    """C{"package.module:name"} -> the object (config values of mappath, rewrite_response)."""
-    module, _, name = import_path.partition(":")
-    target = importlib.import_module(module)
-    for part in name.split("."):
-        target = getattr(target, part)
-    return target
 
 
 @attrs.define

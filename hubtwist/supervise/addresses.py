@@ -5,7 +5,9 @@ Where an app listens: a loopback TCP port or a unix socket, and how hubtwist pic
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import stat
 import tempfile
 
 import attrs
@@ -16,8 +18,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IStreamClientEndpoint
 
-# sun_path is 108 bytes on Linux, including the terminating NUL.
-MAX_UNIX_PATH = 107
+from hubtwist.config.kinds import MAX_UNIX_PATH
 
 
 @attrs.frozen
@@ -91,3 +92,31 @@ def check_unix_path(path: str) -> None:
             f"{MAX_UNIX_PATH}. Set XDG_RUNTIME_DIR or TMPDIR to a shorter directory, or give a "
             "shorter unix_socket path."
         )
+
+
+def remove_stale_socket(path: str) -> None:
+    """
+    Remove the unix socket at C{path} that an earlier run left behind: the app could not
+    bind it again, and until then it refuses connections. Anything else at C{path} is left
+    alone (a typo in C{unix_socket} must not delete a file): C{OSError} says so.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"{path!r} exists and is not a unix socket; hubtwist does not remove it")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def remove_socket_dir(directory: str) -> None:
+    """
+    Remove an app's private socket directory (L{private_socket_dir}) with the socket and
+    whatever else the app left in it, once the app is gone. Errors are ignored: at worst an
+    empty directory stays in the temp dir. (rmtree does not follow symbolic links, so a link
+    the app left there cannot make hubtwist delete files elsewhere.)
+    """
+    shutil.rmtree(directory, ignore_errors=True)

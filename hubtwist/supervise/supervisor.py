@@ -25,7 +25,8 @@ from hubtwist.config.schema import ServerConfig
 from hubtwist.config.templates import expand, template_values
 from hubtwist.supervise import policy
 from hubtwist.supervise.addresses import (
-    BackendAddress, check_unix_path, free_tcp_port, private_socket_dir,
+    BackendAddress, check_unix_path, free_tcp_port, private_socket_dir, remove_socket_dir,
+    remove_stale_socket,
 )
 from hubtwist.supervise.guardian import Guardian
 from hubtwist.supervise.logring import LineSplitter, LogLine, LogRing
@@ -231,8 +232,7 @@ class Supervisor:
         else:
             return BackendAddress.tcp(self.config.port or free_tcp_port())
         check_unix_path(path)
-        if os.path.exists(path):
-            os.unlink(path)  # a stale socket from an earlier run would refuse connections
+        remove_stale_socket(path)  # the previous run's, when this is a restart
         return BackendAddress.unix(path)
 
     def _ready(self, seconds: float) -> None:
@@ -345,9 +345,21 @@ class Supervisor:
 
     def _finish_stop(self) -> None:
         self.address = None
+        self._remove_socket()
         self._set_state(State.STOPPED)
         stopped, self._stopped = self._stopped, None
         stopped.callback(None)
+
+    def _remove_socket(self) -> None:
+        """Once the app is gone, its unix socket (and private directory) are not left behind."""
+        if self._socket_dir is not None:
+            remove_socket_dir(self._socket_dir)
+            self._socket_dir = None
+        elif isinstance(self.config.unix_socket, str):
+            try:
+                remove_stale_socket(self.config.unix_socket)
+            except OSError:
+                pass  # not a socket, or not ours to remove: the next start says so
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -140,3 +140,96 @@ def test_root_refuses_to_run_apps_as_root_unless_allowed(hubtwist_process):
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=20)
     assert "Apps run as root (--allow-root): app" in output
+
+
+# -- a configuration file can only ever give exit 2 and one sentence -----------------------
+
+_APP = '[servers.app]\ncommand = ["app", "{port}"]\n'
+BAD_CONFIGS = {
+    "deep-arrays": ("a = " + "[" * 10000 + "]" * 10000, "nests arrays or inline tables too deeply"),
+    "deep-tables": ("a = " + "{b = " * 10000 + "1" + "}" * 10000, "too deeply"),
+    "not-utf8": (b"listen = '\xff\xfe'\n", "the file is not UTF-8 text"),
+    "huge-file": ("#" * (1024 * 1024 + 10), "larger than 1 MiB"),
+    "huge-integer": ("max_body_size = " + "9" * 5000, "holds a number that cannot be read"),
+    "float-overflow": (_APP + "timeout = " + "9" * 400, "`servers.app.timeout` is too large"),
+    "nan-duration": (_APP + "timeout = nan", "`servers.app.timeout` must be a finite number"),
+    "inf-duration": (_APP + "request_timeout = inf", "`servers.app.request_timeout` must be a finite"),
+    "zero-timeout": (_APP + "timeout = 0", "`servers.app.timeout` is out of range"),
+    "negative-retries": (_APP + "start_retries = -1", "`servers.app.start_retries` is too small"),
+    "servers-not-table": ("servers = 5", "`servers` must be a table of servers"),
+    "server-not-table": ("[servers]\napp = 'x'", "`servers.app` must be a table"),
+    "launcher-not-table": (_APP + "launcher_entry = []", "`servers.app.launcher_entry` must be a table"),
+    "env-nested": (_APP + "environment = {A = {B = 1}}", "`servers.app.environment.A` must be a string"),
+    "hub-not-table": ("hub = 'x'", "`hub` must be a table"),
+    "hub-bad-url": ("[hub]\napi_url = 'hub:8081'", "`hub.api_url` is not an http(s) URL"),
+    "newline-key": ('"a\\nb" = 1', "`a\\nb` is not a known key"),
+    "mappath-no-module": (_APP + "mappath = 'no_such_module_xyz:f'",
+                          "`servers.app.mappath` cannot be imported: No module named "
+                          "'no_such_module_xyz' (given: 'no_such_module_xyz:f')"),
+    "rewrite-no-attribute": (_APP + "rewrite_response = ['os:no_such_function']",
+                             "`servers.app.rewrite_response[0]` names a missing attribute: "
+                             "module 'os' has no attribute 'no_such_function'"),
+    "rewrite-not-callable": (_APP + "rewrite_response = 'os:sep'",
+                             "`servers.app.rewrite_response[0]` does not name a callable"),
+}
+
+
+def _bad_config(tmp_path, kind):
+    path = tmp_path / f"{kind}.toml"
+    if kind == "directory":
+        path.mkdir()
+        return path, "is a directory, not a configuration file"
+    if kind == "fifo":
+        os.mkfifo(path)  # nobody writes it: a read would block forever
+        return path, "is a named pipe, not a configuration file"
+    text, expected = BAD_CONFIGS[kind]
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path, expected
+
+
+@pytest.mark.parametrize("kind", [*BAD_CONFIGS, "directory", "fifo"])
+def test_a_bad_config_file_is_one_sentence_and_status_2(tmp_path, kind):
+    path, expected = _bad_config(tmp_path, kind)
+    for args in (["check-config", str(path)], ["--config", str(path), "--no-auth"]):
+        result = run(*args, timeout=20)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"hubtwist: {path}: "), result.stderr
+        assert expected in result.stderr, result.stderr
+
+
+def test_check_config_into_a_closed_pipe_is_not_a_traceback(tmp_path):
+    path = tmp_path / "many.toml"  # an effective configuration far larger than a pipe holds
+    path.write_text("".join(f'[servers.app{i}]\ncommand = ["app"]\n' for i in range(2000)))
+    process = subprocess.Popen([*HUBTWIST, "check-config", str(path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # like `| head -1`
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert stderr == b""
+
+
+def test_sigterm_removes_the_apps_private_socket_directory(hubtwist_process):
+    import shutil
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="ht-tmp-")  # short: the socket path must fit in 107 bytes
+    try:
+        env = {key: value for key, value in os.environ.items() if key != "XDG_RUNTIME_DIR"}
+        env["TMPDIR"] = temp
+        port = free_port()
+        process = hubtwist_process(
+            "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-auth", "--unix-socket", "--",
+            *HTTPAPP, "--unix-socket", "{unix_socket}", env=env)
+        status, body = wait_for(lambda: try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")
+        assert status == 200
+        [directory] = os.listdir(temp)
+        assert directory.startswith("hubtwist-app-")
+        assert os.listdir(os.path.join(temp, directory)) == ["app.sock"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert not alive(int(body))
+        assert os.listdir(temp) == [], "the private socket directory outlived hubtwist"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

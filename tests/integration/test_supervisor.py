@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 
 import pytest
@@ -175,6 +176,53 @@ async def test_unix_socket_in_a_private_directory(make_supervisor):
     directory = os.path.dirname(address.path)
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     assert await probe_once(reactor(), address, "/", 5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_removes_the_private_socket_directory(make_supervisor):
+    supervisor = make_supervisor(command=(*HTTPAPP, "--unix-socket", "{unix_socket}"), unix_socket=True)
+    first = await within(supervisor.ensure_running(), 30)
+    assert stat.S_ISSOCK(os.stat(first.path).st_mode)
+    await within(supervisor.stop(), 30)
+    assert not os.path.exists(os.path.dirname(first.path)), "the socket directory stays in /tmp"
+    # a later start gets a new private directory, and a stop removes that one too
+    second = await within(supervisor.ensure_running(), 30)
+    assert await probe_once(reactor(), second, "/", 5)
+    await within(supervisor.stop(), 30)
+    assert not os.path.exists(os.path.dirname(second.path))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restart_binds_the_socket_again_in_the_same_directory(make_supervisor):
+    supervisor = make_supervisor(command=(*HTTPAPP, "--unix-socket", "{unix_socket}"),
+                                 unix_socket=True, backoff_initial=0.05)
+    address = await within(supervisor.ensure_running(), 30)
+    old_pid = supervisor.pid
+    os.kill(old_pid, signal.SIGKILL)  # the dead app's socket file stays behind
+    await poll(lambda: supervisor.state is State.RUNNING and supervisor.pid not in (None, old_pid),
+               30, message="the restarted app")
+    # the stale socket was removed before the new app bound the same path (else: EADDRINUSE)
+    assert supervisor.address == address
+    assert await probe_once(reactor(), address, "/", 5)
+    assert os.listdir(os.path.dirname(address.path)) == ["app.sock"]
+    await within(supervisor.stop(), 30)
+    assert not os.path.exists(os.path.dirname(address.path))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_configured_socket_path_is_removed_on_stop_but_never_a_file(make_supervisor, tmp_path):
+    path = tmp_path / "app.sock"
+    supervisor = make_supervisor(command=(*HTTPAPP, "--unix-socket", "{unix_socket}"),
+                                 unix_socket=str(path), start_retries=1)
+    await within(supervisor.ensure_running(), 30)
+    await within(supervisor.stop(), 30)
+    assert not path.exists()
+    path.write_text("precious")  # a typo in unix_socket must not delete a file
+    with pytest.raises(ServerUnavailable) as caught:
+        await within(supervisor.ensure_running(), 30)
+    assert any("exists and is not a unix socket" in line.text for line in caught.value.logs)
+    await within(supervisor.stop(), 30)
+    assert path.read_text() == "precious"
 
 
 @pytest_twisted.ensureDeferred

@@ -1,6 +1,8 @@
 """The configuration schema, its loaders and its error messages (pure, no reactor)."""
 
+import os
 import pathlib
+import sys
 
 import pytest
 
@@ -75,7 +77,8 @@ def test_a_full_server_table_is_read():
     ("[servers.app.launcher_entry]\ntitel = 'x'", "Did you mean `title`?"),
     ("base_url = 'user/alice'", "`base_url` is not a URL path"),
     ("listen = [", "apps.toml: the file is not valid TOML"),
-    ("[servers.app]\nmappath = 'not an import path'", "`servers.app.mappath` has the wrong type"),
+    ("[servers.app]\nmappath = 'not an import path'", "`servers.app.mappath` is not an import path"),
+    ("[servers.app]\nmappath = 5", "`servers.app.mappath` has the wrong type (given: 5)"),
 ])
 def test_errors_name_file_key_given_and_accepted(text, expected):
     assert expected in error_of(text)
@@ -151,3 +154,118 @@ def test_last_activity_interval_flag_is_checked_like_the_config_key():
         build_config(args, ["app", "{port}"])
     assert "--last-activity-interval" in str(error.value)
     assert "hub.activity_interval" in str(error.value)
+
+
+# -- what a hostile or mistaken file cannot do: each is one ConfigError sentence --------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a = " + "[" * 10000 + "]" * 10000, "apps.toml: the file nests arrays or inline tables too deeply"),
+    ("a = " + "{b = " * 10000 + "1" + "}" * 10000, "the file nests arrays or inline tables too deeply"),
+    ("max_body_size = " + "9" * 5000, "apps.toml: the file holds a number that cannot be read"),
+    ("[servers.app]\ntimeout = nan", "`servers.app.timeout` must be a finite number (given: nan)"),
+    ("[servers.app]\nstop_timeout = inf", "`servers.app.stop_timeout` must be a finite number (given: inf)"),
+    ("[servers.app]\nbackoff_max = -inf", "`servers.app.backoff_max` must be a finite number"),
+    ("[servers.app]\nmin_uptime = 1e300", "`servers.app.min_uptime` is too large (at most 1000000000 seconds)"),
+    # an int too big for a float: compared, never converted
+    ("[servers.app]\ntimeout = " + "9" * 400, "`servers.app.timeout` is too large (at most"),
+    ("[hub]\ncache_max_age = nan", "`hub.cache_max_age` must be a finite number"),
+    ("[servers.app]\nunix_socket = ''", "`servers.app.unix_socket` must not be empty"),
+    ("[servers.app]\nunix_socket = '/tmp/" + "x" * 200 + "'",
+     "`servers.app.unix_socket` is 205 bytes long, too long for a unix socket"),
+    ("[hub]\napi_url = '::::'", "`hub.api_url` is not an http(s) URL (given: '::::')"),
+    ("[hub]\nactivity_url = 'http://[::1/x'", "`hub.activity_url` is not an http(s) URL"),
+    ("[hub]\nhub_host = 'hub.example.org'", "`hub.hub_host` is not an http(s) URL"),
+])
+def test_hostile_values_are_config_errors(text, expected):
+    assert expected in error_of(text)
+
+
+def test_values_in_messages_are_bounded_and_keys_stay_on_one_line():
+    message = error_of("[servers.app]\ntimeout = '" + "x" * 100000 + "'")
+    assert len(message) < 400 and "..." in message
+    message = error_of("listen = " + "[" * 200 + "]" * 200)
+    assert len(message) < 400
+    message = error_of('"a\\nb" = 1')
+    assert "\n" not in message and "`a\\nb` is not a known key" in message
+
+
+def test_good_hub_urls_are_accepted():
+    config = load_toml_text("[hub]\napi_url = 'http://127.0.0.1:8081/hub/api'\n"
+                            "activity_url = 'https://[::1]:8081/hub/api/users/a/activity'\n"
+                            "hub_host = 'https://hub.example.org'")
+    assert config.hub.hub_host == "https://hub.example.org"
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda path: path.mkdir(), "is a directory, not a configuration file"),
+    # a named pipe without a writer: refused at once, not read (which would block)
+    (lambda path: os.mkfifo(path), "is a named pipe, not a configuration file"),
+    (lambda path: path.write_bytes(b"# hi\na = '\xff'\n"),
+     "the file is not UTF-8 text (byte 0xff at line 2 cannot be decoded)"),
+    (lambda path: path.write_bytes(b"#" * (1024 * 1024 + 1)),
+     "the file is larger than 1 MiB, too large for a configuration file"),
+    (lambda path: None, "the file does not exist"),
+])
+def test_files_that_are_not_configurations(tmp_path, make, expected):
+    path = tmp_path / "x.toml"
+    make(path)
+    with pytest.raises(ConfigError) as caught:
+        load_toml(path)
+    assert str(caught.value) == f"{path}: {expected}."
+
+
+def test_a_path_below_a_file_cannot_be_opened(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"file/x.toml: the file cannot be opened \(Not a directory\)"):
+        load_toml(tmp_path / "file" / "x.toml")
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """Makes modules on sys.path from source text; returns their names."""
+    names = []
+
+    def make(source: str) -> str:
+        name = f"htuser_{tmp_path.name}_{len(names)}".replace("-", "_")
+        (tmp_path / f"{name}.py").write_text(source)
+        names.append(name)
+        return name
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield make
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("key", ["mappath", "rewrite_response"])
+def test_import_paths_are_imported_when_the_config_is_checked(user_module, key):
+    good = user_module("def f(*args):\n    return args\nVALUE = 3\nclass K:\n    def m(self): pass\n")
+    assert load_toml_text(f"[servers.app]\n{key} = '{good}:f'")
+    assert load_toml_text(f"[servers.app]\n{key} = '{good}:K.m'")
+    at = f"`servers.app.{key}`" if key == "mappath" else f"`servers.app.{key}[0]`"
+    broken = user_module("raise RuntimeError('no config here')\n")
+    cases = {
+        "no_such_module_xyz:f": "cannot be imported: No module named 'no_such_module_xyz'",
+        f"{good}:g": f"names a missing attribute: module '{good}' has no attribute 'g'",
+        f"{good}:K.n": "names a missing attribute: type 'K' has no attribute 'n'",
+        f"{good}:VALUE": "does not name a callable (its type is int)",
+        f"{broken}:f": f"cannot be imported: importing '{broken}' failed (RuntimeError: no config here)",
+    }
+    for value, why in cases.items():
+        message = error_of(f"[servers.app]\n{key} = '{value}'")
+        assert message.startswith(f"apps.toml: {at} {why} (given: '{value}')."), message
+
+
+def test_an_import_path_whose_module_exits_is_a_config_error(user_module):
+    name = user_module("import sys\nsys.exit(3)\n")
+    assert "failed (SystemExit: 3)" in error_of(f"[servers.app]\nmappath = '{name}:f'")
+
+
+@pytest.mark.parametrize("flags", [["--timeout", "nan"], ["--request-timeout", "inf"],
+                                   ["--last-activity-interval", "nan"], ["--timeout", "1e400"]])
+def test_duration_flags_must_be_finite(flags):
+    from hubtwist.cli import _parser, build_config
+
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        build_config(_parser().parse_args(flags), ["app", "{port}"])
