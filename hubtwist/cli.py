@@ -251,8 +251,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     dropped = None
     user = choose_user(args, os.environ, os.geteuid(), in_container)
     if user:
-        from hubtwist.privileges import drop_privileges
+        from hubtwist.privileges import drop_privileges, preload
 
+        # Everything hubtwist imports, imported while root: after the drop, Python's own files
+        # may be out of the account's reach (drop_privileges then refuses, but a module
+        # imported later than that check would fail mid-run).
+        preload(config.listen)
         workspaces = [server.cwd for server in config.servers.values() if server.cwd]
         try:
             dropped = drop_privileges(user, workspaces)
@@ -270,13 +274,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if dropped is not None:
         from twisted.logger import Logger
 
-        account, created = dropped
+        account, created, workdir = dropped
         Logger(namespace="hubtwist").info(
-            "Running as {name} (uid {uid}, gid {gid}){why}{created}", name=account.name,
-            uid=account.uid, gid=account.gid,
+            "Running as {name} (uid {uid}, gid {gid}){why}{created}{workdir}",
+            name=account.name, uid=account.uid, gid=account.gid,
             why="" if args.user else " (a container's default user: --user or --allow-root "
                                      "to choose otherwise)",
-            created=f"; created {', '.join(created)}" if created else "")
+            created=f"; created {', '.join(created)}" if created else "",
+            workdir=f"; working directory {workdir} (the one it was started in is not "
+                    "accessible to it)" if workdir else "")
     if _allow_root(args, os.environ) and not demo:
         from hubtwist.privileges import servers_running_as_root
 
