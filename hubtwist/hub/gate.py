@@ -4,8 +4,8 @@ WebSocket handshake — is authenticated and scope-checked before anything else 
 
 Per request (JupyterHub's C{HubOAuth} rules, see docs/jupyterhub.md):
 
-  - C{X-JupyterHub-Version} goes on every response; the user-info headers hubtwist sets for
-    apps are removed from what the client sent.
+  - C{X-JupyterHub-Version} goes on every response. (What a client sends as the user-info
+    headers hubtwist sets for apps never reaches an app: L{hubtwist.proxy.forward}.)
   - C{<prefix>api} answers without authentication (the Hub's readiness probe).
   - C{<prefix>oauth_callback} finishes a login, C{<prefix>logout} ends it (L{HubLogin}).
   - Otherwise a token is looked for: C{?token=} (WebSocket handshakes, or when allowed), an
@@ -43,8 +43,6 @@ from hubtwist.proxy.forward import is_upgrade
 
 log = Logger(namespace="hubtwist.hub")
 
-# Headers hubtwist sets for the apps; a client must never be able to set them itself.
-USER_HEADERS = (b"x-forwarded-user", b"x-hubtwist-user", b"x-cdsdashboards-jh-user")
 _STALE_WARNING_EVERY = 60.0
 
 
@@ -55,11 +53,6 @@ class Credentials:
     token: str = attrs.field(repr=False)
     source: str
     session_id: str = ""
-
-
-def strip_user_headers(request) -> None:
-    for name in USER_HEADERS:
-        request.requestHeaders.removeHeader(name)
 
 
 class HubGate(Resource):
@@ -89,7 +82,6 @@ class HubGate(Resource):
     def render(self, request):
         if self.hub_version:
             request.setHeader(b"x-jupyterhub-version", self.hub_version)
-        strip_user_headers(request)
         path = request.path
         if not path.startswith(self._prefix):
             return self._inner.render(request)  # a redirect to the prefix, or a 404

@@ -25,7 +25,6 @@ from twisted.web.server import NOT_DONE_YET
 
 from hubtwist.hub import requestinfo as info
 from hubtwist.hub.cookies import without_cookies
-from hubtwist.hub.gate import USER_HEADERS, strip_user_headers
 from hubtwist.hub.oauth import Signer
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.forward import is_upgrade
@@ -52,7 +51,6 @@ class TokenGate(Resource):
         self._cookie = "hubtwist-" + hashlib.sha256(self._token).hexdigest()[:12]
 
     def render(self, request):
-        strip_user_headers(request)
         path = request.path
         if not path.startswith(self._prefix):
             return self._inner.render(request)
@@ -100,16 +98,13 @@ class TokenGate(Resource):
         """
         For the lean path (L{hubtwist.proxy.lean}): a request whose C{Authorization}
         header carries the token passes, as in L{render}; its C{headers} ((name, [values])
-        pairs) come back without that header, hubtwist's cookie and the user headers
-        hubtwist sets itself. Anything else (a cookie, C{?token=}, no token) gets C{None}
+        pairs) come back without that header and hubtwist's cookie. Anything else (a cookie, C{?token=}, no token) gets C{None}
         and takes the ordinary path.
         """
         authorization = None
         kept = []
         for name, values in headers:
             lower = name.lower()
-            if lower in USER_HEADERS:
-                continue
             if lower == b"authorization":
                 authorization = values[0].decode("latin-1")
                 continue
