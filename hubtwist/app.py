@@ -90,7 +90,8 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
     protection = await protect(
         reactor, router, config, auth or resolve_auth({}, config),
         activity=lambda: [keeper.last_activity
-                          for keeper in [*keepers.values(), *router.port_keepers()]])
+                          for keeper in [*keepers.values(), *router.port_keepers()]],
+        open_paths=router.open_paths)
     site = StreamingSite(protection.resource, max_body_size=config.max_body_size,
                          head_timeout=config.head_timeout)
     site.noisy = False  # no "Starting factory" line per listen

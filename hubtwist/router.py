@@ -2,6 +2,17 @@
 The router: one leaf resource that maps a path under the base URL to an app, a
 C{/proxy/PORT/} target, or hubtwist's own pages. A dict lookup on the first path segment,
 no resource-tree traversal, because it runs on every request.
+
+Where hubtwist's own routes live (L{Router.own_root}):
+
+  - no app owns the base URL (several apps, each at C{/NAME/}): at the base URL —
+    C{api/...}, the launcher page at the base URL itself;
+  - an app owns the base URL (C{default_server}, or C{hubtwist -- COMMAND}): under
+    C{_hubtwist/} (L{OWN_SEGMENT}), a name apps do not use, so that the app keeps every
+    other path — JupyterLab's C{/api/...}, an app's own C{/proxy/...}.
+
+C{/proxy/PORT/} is served in the first case, and in the second only when C{proxy_ports}
+is set to C{true}.
 """
 
 from __future__ import annotations
@@ -12,11 +23,14 @@ from typing import Mapping
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from hubtwist.config import schema
 from hubtwist.config.schema import Config, ServerConfig
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.forward import Forwarder, Route
 from hubtwist.supervise import BackendAddress, ExternalServer
 from hubtwist.web.pages import OwnPages
+
+OWN_SEGMENT = schema.OWN_SEGMENT.encode()
 
 _PORT_SPEC = re.compile(rb"(?:(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):)?(?P<port>[0-9]{1,5})")
 
@@ -49,6 +63,11 @@ class Router(Resource):
         if config.default_server is not None:
             keeper = keepers[config.default_server]
             self._default = Route.for_server(keeper, self._base, keeper.config, config.base_url)
+        self.own_root = self._base if self._default is None else self._base + OWN_SEGMENT + b"/"
+        # hubtwist's version, for health checks and the Hub's readiness probe: no login
+        self.open_paths = frozenset({self.own_root + b"api", self.own_root + b"api/"})
+        self._proxy_ports = (config.proxy_ports if config.proxy_ports is not None
+                             else self._default is None)
         self._allowed_hosts = {h.lower().strip("[]") for h in config.proxy_allowed_hosts}
         self._port_routes: dict[tuple[str, int, bool], Route] = {}
         # Ports hubtwist itself listens on: /proxy/<own port>/ would loop back into itself.
@@ -72,7 +91,8 @@ class Router(Resource):
         route = self._routes.get(first)
         if route is not None:
             return route if slash else None
-        if first == b"api" or (first == b"proxy" and self._config.proxy_ports):
+        if self._default is None or first == OWN_SEGMENT or (
+                first == b"proxy" and self._proxy_ports):
             return None
         return self._default
 
@@ -90,15 +110,15 @@ class Router(Resource):
             if not slash:
                 return _redirect(request, base + first + b"/")
             return self._forwarder.forward(request, route)
-        if first == b"api":
-            return self._pages.render_api(request, rest)
-        if first == b"proxy" and self._config.proxy_ports:
+        if first == b"proxy" and self._proxy_ports:
             return self._proxy_port(request, rest)
-        if self._default is not None:
-            return self._forwarder.forward(request, self._default)
-        if rest == b"":
-            return self._pages.render_launcher(request)
-        return self._pages.render_not_found(request)
+        if self._default is None:
+            return self._pages.render_own(request, rest)
+        if first == OWN_SEGMENT:
+            if not slash:
+                return _redirect(request, self.own_root)
+            return self._pages.render_own(request, rest[len(OWN_SEGMENT) + 1:])
+        return self._forwarder.forward(request, self._default)
 
     def _proxy_port(self, request, rest: bytes):
         """C{proxy/[absolute/]PORT/...} and C{proxy/HOST:PORT/...} (jupyter-server-proxy's)."""

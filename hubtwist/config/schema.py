@@ -21,7 +21,9 @@ from hubtwist.config.errors import ConfigError
 from hubtwist.config.templates import check_template
 
 # Paths hubtwist answers itself under its base URL; a server cannot take these names.
-RESERVED_NAMES = frozenset({"api", "proxy", "metrics", "oauth_callback", "logout", "_hubtwist"})
+OWN_SEGMENT = "_hubtwist"
+"""Where hubtwist's own routes live when an app owns the base URL (see hubtwist.router)."""
+RESERVED_NAMES = frozenset({"api", "proxy", "metrics", "oauth_callback", "logout", OWN_SEGMENT})
 DEFAULT_LISTEN = "tcp:8888:interface=127.0.0.1"
 
 
@@ -414,8 +416,11 @@ class Config:
         kinds.OptionalStr(), None, "Server served at the base URL itself (besides `/NAME/`)."
     )
     servers: dict[str, ServerConfig] = setting(ServerMap(), {}, "The apps, one table each.")
-    proxy_ports: bool = setting(
-        kinds.Bool(), True, "Serve the `/proxy/PORT/` routes to other local ports."
+    proxy_ports: bool | None = setting(
+        kinds.Bool(), None,
+        "Serve the `/proxy/PORT/` routes to other local ports. Default: yes when no app owns "
+        "the base URL; when one does (`default_server`, or `-- COMMAND`), `/proxy/...` is "
+        "the app's unless this is `true`.",
     )
     proxy_allowed_hosts: tuple[str, ...] = setting(
         kinds.StrList(non_empty_items=True), ("localhost", "127.0.0.1", "::1"),

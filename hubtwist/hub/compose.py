@@ -71,9 +71,11 @@ class Protection:
 
 
 async def protect(reactor, inner: Resource, config: Config, plan: AuthPlan,
-                  activity: Callable[[], Iterable[float | None]]) -> Protection:
+                  activity: Callable[[], Iterable[float | None]],
+                  open_paths: frozenset[bytes] = frozenset()) -> Protection:
     """
-    Wrap C{inner} as C{plan} says. In Hub mode the Hub's version is asked for first (a few
+    Wrap C{inner} as C{plan} says; C{open_paths} (hubtwist's own version API) need no
+    credentials. In Hub mode the Hub's version is asked for first (a few
     quick tries: the Hub's readiness probe should already see it echoed), and the activity
     reporter is made when the Hub gave an activity URL.
     """
@@ -84,7 +86,7 @@ async def protect(reactor, inner: Resource, config: Config, plan: AuthPlan,
         settings = plan.hub
         client = HubClient(reactor, settings)
         gate = HubGate(inner, settings, client, base_url=config.base_url, clock=reactor.seconds,
-                       forward_user_info=config.forward_user_info)
+                       forward_user_info=config.forward_user_info, open_paths=open_paths)
         try:
             version = await client.version(attempts=3)
             gate.hub_version = version.encode("latin-1")
@@ -100,6 +102,7 @@ async def protect(reactor, inner: Resource, config: Config, plan: AuthPlan,
                 interval=settings.activity_interval, keep_alive=config.keep_alive)
         return Protection(gate, client=client, gate=gate, reporter=reporter)  # never lean
     if plan.token:
-        token_gate = TokenGate(inner, plan.token, base_url=config.base_url, clock=reactor.seconds)
+        token_gate = TokenGate(inner, plan.token, base_url=config.base_url, clock=reactor.seconds,
+                               open_paths=open_paths)
         return Protection(token_gate, lean=True, lean_admit=token_gate.admit_lean)
     return Protection(inner, lean=True)

@@ -62,9 +62,15 @@ class HubGate(Resource):
 
     def __init__(self, inner: Resource, settings: HubSettings, client: HubClient, *,
                  base_url: str, clock: Callable[[], float] = time.time,
-                 forward_user_info: bool = False, signer: Signer | None = None) -> None:
+                 forward_user_info: bool = False, signer: Signer | None = None,
+                 open_paths: frozenset[bytes] = frozenset()) -> None:
+        """
+        @param open_paths: paths served without authentication: hubtwist's own version
+            API, which the Hub's readiness probe asks (never an app's path).
+        """
         super().__init__()
         self._inner = inner
+        self._open_paths = open_paths
         self._settings = settings
         self._client = client
         self._clock = clock
@@ -83,11 +89,10 @@ class HubGate(Resource):
         if self.hub_version:
             request.setHeader(b"x-jupyterhub-version", self.hub_version)
         path = request.path
-        if not path.startswith(self._prefix):
-            return self._inner.render(request)  # a redirect to the prefix, or a 404
-        rest = path[len(self._prefix):]
-        if rest in (b"api", b"api/"):
+        if not path.startswith(self._prefix) or path in self._open_paths:
+            # a redirect to the prefix, a 404, or hubtwist's version for the Hub's probe
             return self._inner.render(request)
+        rest = path[len(self._prefix):]
         if rest == b"oauth_callback":
             Deferred.fromCoroutine(self._login.callback(request)).addErrback(self._crashed, request)
             return NOT_DONE_YET

@@ -10,10 +10,13 @@ from urllib.parse import parse_qs, parse_qsl, unquote_plus, urlsplit
 
 from twisted.web.server import NOT_DONE_YET
 
+from hubtwist.config.schema import OWN_SEGMENT
 from hubtwist.hub.cookies import parse_cookies
 from hubtwist.proxy.forward import is_upgrade
 
 SAFE_METHODS = frozenset({b"GET", b"HEAD"})
+# hubtwist's own API below the prefix, at the base URL or under the reserved segment
+_OWN_API = (b"api/", OWN_SEGMENT.encode() + b"/api")
 
 
 def header(request, name: bytes) -> str | None:
@@ -143,7 +146,7 @@ def looks_like_api(request, rest: bytes) -> bool:
     """
     if request.method not in SAFE_METHODS or is_upgrade(request):
         return True
-    if rest.startswith(b"api/") or header(request, b"x-requested-with"):
+    if rest.startswith(_OWN_API) or header(request, b"x-requested-with"):
         return True
     if (header(request, b"sec-fetch-mode") or "navigate") != "navigate":
         return True

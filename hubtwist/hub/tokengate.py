@@ -38,9 +38,15 @@ class TokenGate(Resource):
     isLeaf = True
 
     def __init__(self, inner: Resource, token: str, *, base_url: str,
-                 clock: Callable[[], float] = time.time, signer: Signer | None = None) -> None:
+                 clock: Callable[[], float] = time.time, signer: Signer | None = None,
+                 open_paths: frozenset[bytes] = frozenset()) -> None:
+        """
+        @param open_paths: paths served without the token: hubtwist's own version API, a
+            health check (never an app's path).
+        """
         super().__init__()
         self._inner = inner
+        self._open_paths = open_paths
         self._token = token.encode()
         self._prefix = base_url.encode()
         self._base_url = base_url
@@ -52,11 +58,9 @@ class TokenGate(Resource):
 
     def render(self, request):
         path = request.path
-        if not path.startswith(self._prefix):
+        if not path.startswith(self._prefix) or path in self._open_paths:
             return self._inner.render(request)
         rest = path[len(self._prefix):]
-        if rest in (b"api", b"api/"):
-            return self._inner.render(request)  # the version only: a health check
         if self._matches(info.authorization_token(request)):
             return self._forward(request)
         url_token = info.query_arg(request, "token") if b"token=" in request.uri else None

@@ -51,8 +51,17 @@ class OwnPages:
     def _url(self, name: str) -> str:
         return f"{self._config.base_url}{name}/"
 
+    def render_own(self, request, rest: bytes) -> bytes:
+        """One of hubtwist's own routes; C{rest} is the path below where they live (the
+        base URL, or C{_hubtwist/} under it when an app owns the base URL)."""
+        if rest == b"":
+            return self.render_launcher(request)
+        if rest == b"api" or rest.startswith(b"api/"):
+            return self.render_api(request, rest)
+        return self.render_not_found(request)
+
     def render_api(self, request, rest: bytes) -> bytes:
-        """C{rest} is the path after the base URL, starting with C{api}."""
+        """C{rest} is the path below the own routes' root, starting with C{api}."""
         parts = [p for p in rest.decode("latin-1").split("/") if p]
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")

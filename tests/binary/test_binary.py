@@ -160,7 +160,8 @@ def test_serves_an_app_over_http_and_sigterm_stops_everything(start, tmp_path):
     status, body = wait_for(lambda: try_get(f"http://127.0.0.1:{port}/echo?x=1"), 30, "the app")
     assert status == 200, body
     assert json.loads(body)["path"] == "/echo?x=1"
-    status, body = wait_for(lambda: try_get(f"http://127.0.0.1:{port}/api"), 10, "/api")
+    status, body = wait_for(lambda: try_get(f"http://127.0.0.1:{port}/_hubtwist/api"), 10,
+                            "/_hubtwist/api")
     assert status == 200 and b"version" in body
     app_pid = int(try_get(f"http://127.0.0.1:{port}/pid")[1])
     grandchild = int(wait_for(lambda: grandchild_file.exists() and grandchild_file.read_text(), 10,

@@ -193,7 +193,7 @@ class Hub:
                        90, "JupyterHub to answer")
             assert self.process.poll() is None, f"JupyterHub exited:\n{self.log_tail()}"
             wait_until(lambda: self.process.poll() is not None
-                       or _answers(self.public_url + "/services/ext/api", 200), 90,
+                       or _answers(self.public_url + "/services/ext/_hubtwist/api", 200), 90,
                        "the Hub's start-up (services, proxy routes)")
             assert self.process.poll() is None, f"JupyterHub exited:\n{self.log_tail()}"
             self.version = requests.get(self.api_url + "/", timeout=5).json()["version"]
@@ -223,7 +223,7 @@ class Hub:
                                             stderr=subprocess.STDOUT)
         log.close()
         wait_until(lambda: self.ext_process.poll() is not None
-                   or _answers(f"http://127.0.0.1:{self.ext_port}/services/ext/api"), 30,
+                   or _answers(f"http://127.0.0.1:{self.ext_port}/services/ext/_hubtwist/api"), 30,
                    "the external service")
         assert self.ext_process.poll() is None, (self.root / "ext.log").read_text()
 

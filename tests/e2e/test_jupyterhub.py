@@ -77,13 +77,20 @@ def test_her_websocket_works_and_an_anonymous_one_is_refused(hub, alice):
 
 
 def test_the_readiness_path_answers_without_login_and_carries_the_version(hub):
+    # The app owns the base URL (default_server): the Hub's probe of /user/alice/api gets
+    # the app's path, behind the login (any answer below 500 is "up" to the Hub); it is
+    # never served to anyone without credentials. hubtwist's own version needs no login.
     response = requests.get(f"{hub.public_url}/user/alice/api", timeout=10, allow_redirects=False)
-    assert response.status_code == 200
+    assert response.status_code == 302
+    assert response.headers["X-JupyterHub-Version"] == hub.version
+    response = requests.get(f"{hub.public_url}/user/alice/_hubtwist/api", timeout=10,
+                            allow_redirects=False)
+    assert response.status_code == 200 and response.json()["name"] == "hubtwist"
     assert response.headers["X-JupyterHub-Version"] == hub.version
 
 
 def test_an_unauthenticated_api_call_gets_403(hub, alice):
-    for method, path in [("GET", "/user/alice/api/servers"), ("POST", "/user/alice/echo"),
+    for method, path in [("GET", "/user/alice/_hubtwist/api/servers"), ("POST", "/user/alice/echo"),
                          ("GET", "/user/alice/echo")]:
         response = requests.request(method, hub.public_url + path, timeout=10,
                                     allow_redirects=False, headers={"Accept": "application/json"})
@@ -100,7 +107,8 @@ def test_an_unauthenticated_api_call_gets_403(hub, alice):
 def test_a_token_call_works(hub, alice):
     token = hub.user_token("alice")
     headers = {"Authorization": f"token {token}", "Accept": "application/json"}
-    servers = requests.get(f"{hub.public_url}/user/alice/api/servers", headers=headers, timeout=10)
+    servers = requests.get(f"{hub.public_url}/user/alice/_hubtwist/api/servers", headers=headers,
+                           timeout=10)
     assert servers.status_code == 200
     assert {s["name"] for s in servers.json()["servers"]} == {"app", "ws"}
     echo = _echo(requests.post(f"{hub.public_url}/user/alice/echo", data=b"x" * 1000,
@@ -184,7 +192,7 @@ def test_external_service_with_a_configured_token(hub, alice):
     response = requests.get(f"{hub.public_url}/services/ext/echo", timeout=10,
                             headers={"Authorization": f"token {token}"})
     assert response.status_code == 200
-    wait_until(lambda: requests.get(f"{hub.public_url}/services/ext/api", timeout=10)
+    wait_until(lambda: requests.get(f"{hub.public_url}/services/ext/_hubtwist/api", timeout=10)
                .headers.get("X-JupyterHub-Version") == hub.version, 20,
                "the external service to learn the Hub's version")
 
@@ -196,7 +204,7 @@ def test_the_hub_stopping_a_server_leaves_no_process_behind(hub):
     headers = {"Authorization": f"token {token}", "Accept": "application/json"}
     for name in ("app", "ws"):  # start both apps
         requests.get(f"{hub.public_url}/user/carol/{name}/", headers=headers, timeout=30)
-    servers = requests.get(f"{hub.public_url}/user/carol/api/servers", headers=headers,
+    servers = requests.get(f"{hub.public_url}/user/carol/_hubtwist/api/servers", headers=headers,
                            timeout=10).json()["servers"]
     app_pids = [s["pid"] for s in servers if s["pid"]]
     assert len(app_pids) == 2, servers

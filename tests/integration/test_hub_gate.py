@@ -226,10 +226,10 @@ async def test_tokens_scopes_and_the_identity_cache(hubtwist, fake_hub):
 @pytest_twisted.ensureDeferred
 async def test_unauthenticated_api_calls_get_403_and_the_readiness_path_200(hubtwist, fake_hub):
     ht = await hubtwist(hub_env(fake_hub), default_server="app", servers={"app": {"command": APP}})
-    api = await treq.get(f"{ht.url}/user/alice/api", allow_redirects=False)
+    api = await treq.get(f"{ht.url}/user/alice/_hubtwist/api", allow_redirects=False)
     assert api.code == 200 and api.headers.getRawHeaders("x-jupyterhub-version") == ["6.1.1"]
     for method, path, headers in [
-        ("GET", "/user/alice/api/servers", {}), ("POST", "/user/alice/echo", {}),
+        ("GET", "/user/alice/_hubtwist/api/servers", {}), ("POST", "/user/alice/echo", {}),
         ("GET", "/user/alice/echo", {"Accept": "application/json"}),
         ("GET", "/user/alice/echo", {"X-Requested-With": "XMLHttpRequest"}),
         ("GET", "/user/alice/echo", {"Sec-Fetch-Mode": "cors"}),
@@ -237,6 +237,9 @@ async def test_unauthenticated_api_calls_get_403_and_the_readiness_path_200(hubt
         response = await treq.request(method, ht.url + path, headers=headers, allow_redirects=False)
         assert response.code == 403, (method, path, headers)
         await response.content()
+    # The app's /api (the app owns the prefix), not hubtwist's version: behind the login.
+    page = await treq.get(f"{ht.url}/user/alice/api", allow_redirects=False)
+    assert page.code == 302 and page.headers.getRawHeaders("x-jupyterhub-version") == ["6.1.1"]
     assert ht.keepers["app"].state is State.STOPPED  # nothing reached the app, not even a start
 
 
@@ -324,9 +327,9 @@ async def test_logout_clears_the_cookie_and_goes_to_the_hub(hubtwist, fake_hub):
 @pytest_twisted.ensureDeferred
 async def test_real_activity_is_reported_to_the_hub(hubtwist, fake_hub):
     ht = await hubtwist(hub_env(fake_hub, JUPYTERHUB_ACTIVITY_INTERVAL="0.2"), default_server="app",
-                        servers={"app": {"command": APP}})
+                        proxy_ports=True, servers={"app": {"command": APP}})
     headers = {"Authorization": "token alice-token"}
-    assert (await treq.get(f"{ht.url}/user/alice/api/servers", headers=headers)).code == 200
+    assert (await treq.get(f"{ht.url}/user/alice/_hubtwist/api/servers", headers=headers)).code == 200
     await sleep(0.6)
     assert fake_hub.activity == []  # hubtwist's own pages are not app activity
     await (await treq.get(f"{ht.url}/user/alice/echo", headers=headers)).content()
@@ -347,7 +350,7 @@ async def test_standalone_token_gate(hubtwist):
     assert page.code == 401 and "Token required" in await page.text()
     api = await treq.get(f"{ht.url}/echo", headers={"Accept": "application/json"})
     assert api.code == 401 and api.headers.getRawHeaders("www-authenticate")
-    assert (await treq.get(f"{ht.url}/api")).code == 200
+    assert (await treq.get(f"{ht.url}/_hubtwist/api")).code == 200
     header = await treq.get(f"{ht.url}/echo", headers={"Authorization": "token s3cret"})
     assert header.code == 200
     wrong = await treq.get(f"{ht.url}/echo?token=guess", headers={"Accept": "text/html"})
@@ -458,7 +461,7 @@ async def test_the_hub_gate_refuses_cookie_websockets_from_other_origins(hubtwis
 
 @pytest_twisted.ensureDeferred
 async def test_the_token_gate_keeps_its_credentials_from_the_apps(hubtwist):
-    ht = await hubtwist(token="s3cret", default_server="app",
+    ht = await hubtwist(token="s3cret", default_server="app", proxy_ports=True,
                         servers={"app": {"command": APP}, "ws": {"command": WSAPP}})
     port = ht.ports[0].getHost().port
     link = await treq.get(f"{ht.url}/echo?token=s3cret", allow_redirects=False)
