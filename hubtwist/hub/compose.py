@@ -100,7 +100,8 @@ async def protect(reactor, inner: Resource, config: Config, plan: AuthPlan,
                 reactor, lambda url, report: client.post_activity(url, report, attempts=1),
                 url=settings.activity_url, server_name=settings.server_name, sources=activity,
                 interval=settings.activity_interval, keep_alive=config.keep_alive)
-        return Protection(gate, client=client, gate=gate, reporter=reporter)  # never lean
+        return Protection(gate, client=client, gate=gate, reporter=reporter, lean=True,
+                          lean_admit=gate.admit_lean)
     if plan.token:
         token_gate = TokenGate(inner, plan.token, base_url=config.base_url, clock=reactor.seconds,
                                open_paths=open_paths)

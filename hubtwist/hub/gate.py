@@ -44,6 +44,7 @@ from hubtwist.proxy.forward import is_upgrade
 log = Logger(namespace="hubtwist.hub")
 
 _STALE_WARNING_EVERY = 60.0
+_MAX_GRANTS = 4096
 
 
 @attrs.frozen
@@ -81,6 +82,7 @@ class HubGate(Resource):
                                signer=signer)
         self._inflight: dict[str, list[Deferred]] = {}
         self._stale_warned = -_STALE_WARNING_EVERY
+        self._grants: dict[Identity, bool] = {}
         self.hub_version: bytes | None = None
 
     # -- dispatch --------------------------------------------------------------------------
@@ -212,7 +214,7 @@ class HubGate(Resource):
             return self._refuse(request, 403, "Invalid token",
                                 "JupyterHub does not accept the token this request carries. "
                                 "It may have expired or been revoked; get a new one from the Hub.")
-        if not granted(identity.scopes, self._settings.access_scopes):
+        if not self._granted(identity):
             log.info("Refused {who}: none of the access scopes {scopes}",
                      who=identity.describe(), scopes=" ".join(self._settings.access_scopes))
             return self._refuse(
@@ -229,11 +231,56 @@ class HubGate(Resource):
             return redirect(request, info.uri_without_arg(request, "token"))
         if credentials.source == "cookie" and info.is_navigation(request):
             self._login.refresh_xsrf_cookie(request, credentials.token, credentials.session_id)
+        self._pass(request, credentials, identity)
+        return self._inner.render(request)
+
+    def _pass(self, request, credentials: Credentials, identity: Identity) -> None:
+        """An admitted request goes on without hubtwist's credentials, with who is calling."""
         hide_credentials(request, credentials)
         self._login.hide_own_cookies(request)
         if self._forward_user_info:
             add_user_headers(request, identity)
-        return self._inner.render(request)
+
+    def admit_lean(self, request) -> bool:
+        """
+        For the lean path (L{hubtwist.proxy.lean}; C{request} a C{LeanRequest}, a GET or
+        HEAD): True when L{render} would let the request through at once, with the same
+        checks in the same code (L{_credentials}, the identity cache, the scopes) and the
+        request cleaned as L{render} cleans it (L{_pass}), C{X-JupyterHub-Version} on the
+        answer. Whatever L{render} would have to wait for or answer itself — credentials
+        the cache does not know (fresh), a refusal, a token in the URL, a page view whose
+        C{_xsrf} cookie must be set, the OAuth callback, logout — is left to it (False).
+        """
+        path = request.path
+        if not path.startswith(self._prefix) or path in self._open_paths:
+            return False
+        if path[len(self._prefix):] in (b"oauth_callback", b"logout"):
+            return False
+        credentials, _refusal = self._credentials(request)
+        if credentials is None or credentials.source == "url":
+            return False
+        identity = self._cache.fresh(cache_key(credentials.token, credentials.session_id))
+        if identity is UNKNOWN or identity is None or not self._granted(identity):
+            return False
+        if (credentials.source == "cookie" and info.is_navigation(request)
+                and not self._login.has_xsrf_cookie(request, credentials.token,
+                                                    credentials.session_id)):
+            return False
+        if self.hub_version:
+            request.setHeader(b"x-jupyterhub-version", self.hub_version)
+        self._pass(request, credentials, identity)
+        return True
+
+    def _granted(self, identity: Identity) -> bool:
+        """One of the access scopes is held; decided once per cached identity (the cache
+        hands out the same object until the Hub is asked again)."""
+        known = self._grants.get(identity)
+        if known is None:
+            known = granted(identity.scopes, self._settings.access_scopes)
+            if len(self._grants) >= _MAX_GRANTS:
+                self._grants.clear()
+            self._grants[identity] = known
+        return known
 
     def _unauthenticated(self, request, rest: bytes, refusal: str):
         if info.looks_like_api(request, rest):

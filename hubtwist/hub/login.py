@@ -197,13 +197,18 @@ class HubLogin:
 
     def refresh_xsrf_cookie(self, request, token: str, session_id: str) -> None:
         """On a page view, give the browser a valid C{_xsrf} cookie if it lacks one."""
+        if self.has_xsrf_cookie(request, token, session_id):
+            return
+        identity = self._xsrf_id(request, token, session_id)
+        self._add_cookie(request, XSRF_COOKIE, make_token(self._signer, identity, self._clock()),
+                         self.base_url, http_only=False)
+
+    def has_xsrf_cookie(self, request, token: str, session_id: str) -> bool:
+        """Whether the browser holds a valid C{_xsrf} cookie for this login."""
         identity = self._xsrf_id(request, token, session_id)
         now = self._clock()
-        for name, value in info.cookies(request):
-            if name == XSRF_COOKIE and token_is_valid(self._signer, value, identity, now):
-                return
-        self._add_cookie(request, XSRF_COOKIE, make_token(self._signer, identity, now),
-                         self.base_url, http_only=False)
+        return any(name == XSRF_COOKIE and token_is_valid(self._signer, value, identity, now)
+                   for name, value in info.cookies(request))
 
     def hide_own_cookies(self, request) -> None:
         """

@@ -76,7 +76,17 @@ def drop_query_arg(request, name: str, matches: Callable[[str], bool] | None = N
 
 
 def cookies(request) -> list[tuple[str, str]]:
-    return parse_cookies(request.requestHeaders.getRawHeaders(b"cookie", []))
+    """The request's cookies, parsed once per request (the gates ask several times)."""
+    raw = request.requestHeaders.getRawHeaders(b"cookie", [])
+    memo = getattr(request, "_parsed_cookies", None)
+    if memo is not None and memo[0] == raw:
+        return memo[1]
+    parsed = parse_cookies(raw)
+    try:
+        request._parsed_cookies = (list(raw), parsed)
+    except AttributeError:
+        pass  # an object that takes no new attributes: parsed each time
+    return parsed
 
 
 def authorization_token(request) -> str | None:

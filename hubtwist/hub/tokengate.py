@@ -91,36 +91,32 @@ class TokenGate(Resource):
         C{Authorization} header with the token, C{?token=} with it. Other values of these
         (an app's own Bearer token, say) are the app's and stay.
         """
+        self._clean(request)
+        return self._inner.render(request)
+
+    def _clean(self, request) -> None:
         self._hide_cookie(request)
         if self._matches(info.authorization_token(request)):
             request.requestHeaders.removeHeader(b"authorization")
         if b"token=" in request.uri:
             info.drop_query_arg(request, "token", self._matches)
-        return self._inner.render(request)
 
-    def admit_lean(self, headers: list) -> list | None:
+    def admit_lean(self, request) -> bool:
         """
-        For the lean path (L{hubtwist.proxy.lean}): a request whose C{Authorization}
-        header carries the token passes, as in L{render}; its C{headers} ((name, [values])
-        pairs) come back without that header and hubtwist's cookie. Anything else (a cookie, C{?token=}, no token) gets C{None}
-        and takes the ordinary path.
+        For the lean path (L{hubtwist.proxy.lean}; C{request} a C{LeanRequest}, a GET or
+        HEAD): what L{render} lets through at once — the token in the C{Authorization}
+        header, or the login cookie (a GET or HEAD, never cross-origin by L{render}'s
+        rule) — passes, cleaned as in L{render}. C{?token=} (a redirect, or a token to
+        strip from the URL) and everything else take the ordinary path.
         """
-        authorization = None
-        kept = []
-        for name, values in headers:
-            lower = name.lower()
-            if lower == b"authorization":
-                authorization = values[0].decode("latin-1")
-                continue
-            if lower == b"cookie":
-                cookie = without_cookies(values, self._is_own_cookie)
-                if cookie is not None:
-                    kept.append((name, [cookie]))
-                continue
-            kept.append((name, values))
-        if not self._matches(info.token_of_authorization(authorization)):
-            return None
-        return kept
+        path = request.path
+        if (not path.startswith(self._prefix) or path in self._open_paths
+                or b"token=" in request.uri):
+            return False
+        if not (self._matches(info.authorization_token(request)) or self._has_cookie(request)):
+            return False
+        self._clean(request)
+        return True
 
     def _matches(self, candidate: str | None) -> bool:
         return candidate is not None and hmac.compare_digest(candidate.encode(), self._token)

@@ -15,10 +15,13 @@ a C{rewrite_response} app, HTTP/1.0, anything unusual in the head, authenticatio
 the connection over, with the bytes read so far, to the site's ordinary
 L{StreamingChannel}, which serves it from then on. So the lean path only ever answers
 requests that twisted.web would have proxied the same way, and a bad request gets
-twisted.web's answer. It is used on plain TCP or unix-socket connections (not TLS), with
-no gate in front of the router (standalone C{--no-auth}) or with the standalone token gate
-for requests that carry the token in their C{Authorization} header (API clients; browsers
-with the login cookie take the ordinary path). Never in Hub mode.
+twisted.web's answer. It is used on plain TCP or unix-socket connections (not TLS). With
+a gate in front of the router, the gate decides each request first (C{admit}) with the
+same code as on the ordinary path, over a L{LeanRequest}: it admits what it can decide
+at once (the standalone token in a header or the login cookie; in Hub mode a token or
+login cookie whose identity is cached, fresh and granted), and everything else (a first
+sight of a cookie, an expired identity, C{?token=}, an XSRF check, the OAuth callback)
+takes the ordinary path.
 
 The hand-over swaps the connection's protocol, a private Twisted member
 (L{hubtwist.proxy.twisted_private.swap_protocol}).
@@ -47,7 +50,7 @@ from hubtwist.proxy.splicing import spliceable
 from hubtwist.proxy.twisted_private import can_swap_protocol, swap_protocol
 from hubtwist.supervise import State
 
-__all__ = ["LeanChannel", "LeanFactory", "lean_description", "lean_possible"]
+__all__ = ["LeanChannel", "LeanFactory", "LeanRequest", "lean_description", "lean_possible"]
 
 log = Logger(namespace="hubtwist.proxy")
 
@@ -79,8 +82,9 @@ class LeanFactory(Factory):
     """
     Serves connections with a L{LeanChannel} in front of C{site}'s ordinary channel.
     C{admit}, when a gate stands in front of the router, is the gate's own check for the
-    lean path: C{admit(headers)} returns the headers to forward, or C{None} to leave the
-    request to the gate on the ordinary path. C{served} counts the requests the lean path
+    lean path: C{admit(view)} gets a L{LeanRequest} and returns True when the request may
+    be proxied now (the view's headers cleaned, identity and answer headers set on it), or
+    False to leave the request to the gate on the ordinary path. C{served} counts the requests the lean path
     answered, C{spliced} the bodies it moved with splice(2) (L{hubtwist.proxy.splicing}).
     """
 
@@ -221,11 +225,14 @@ class LeanChannel(Protocol, TimeoutMixin):
             return
         method, target, headers, close = parsed
         admit = self._lean.admit
+        identity = answer_headers = ()
         if admit is not None:
-            headers = admit(headers)
-            if headers is None:
+            view = LeanRequest(method, target, headers, self._client_host)
+            if not admit(view):
                 self._hand_over()
                 return
+            headers = view.getAllRawHeaders()
+            identity, answer_headers = view.identity_headers, view.response_headers
         path = target.partition(b"?")[0]
         route = self._router.route_for(path)
         if (route is None or route.rewriters or route.config.raw_socket_proxy
@@ -236,7 +243,8 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._close_after = close
         self.setTimeout(None)  # the app, not the client, has the next move
         self._lean.served += 1
-        self._exchange = _LeanExchange(self, route, method, target, headers)
+        self._exchange = _LeanExchange(self, route, method, target, headers, identity,
+                                       answer_headers)
         self._exchange.start()
 
     def exchange_done(self, reusable: bool) -> None:
@@ -276,6 +284,74 @@ class LeanChannel(Protocol, TimeoutMixin):
         buffer, self._buffer = self._buffer, b""
         if buffer:
             channel.dataReceived(buffer)
+
+
+class _Peer:
+    __slots__ = ("host",)
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+
+class LeanRequest:
+    """
+    What an auth gate sees of a request on the lean path: the members of twisted.web's
+    request that the gates read and change (C{method}, C{uri}, C{path}, the request
+    headers, the client's address, response headers, C{identity_headers}), over the
+    lean path's parsed head. So a gate decides a lean request with the very code that
+    decides an ordinary one (L{hubtwist.hub.gate.HubGate.admit_lean}).
+
+    @ivar response_headers: headers the gate put on the answer (C{setHeader}).
+    @ivar identity_headers: who is calling, for the app (C{forward_user_info}).
+    """
+
+    __slots__ = ("method", "uri", "path", "args", "_headers", "_peer", "response_headers",
+                 "identity_headers", "_parsed_cookies")
+
+    def __init__(self, method: bytes, uri: bytes, headers, client_host: bytes) -> None:
+        self.method = method
+        self.uri = uri
+        self.path = uri.partition(b"?")[0]
+        self.args = None
+        self._headers = {name.lower(): (name, values) for name, values in headers}
+        self._peer = _Peer(client_host.decode("latin-1"))
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.identity_headers = ()
+        self._parsed_cookies = None
+
+    # twisted.web.http_headers.Headers, as far as the gates use it
+    @property
+    def requestHeaders(self) -> "LeanRequest":
+        return self
+
+    def getRawHeaders(self, name: bytes, default=None):
+        entry = self._headers.get(name.lower())
+        return entry[1] if entry is not None else default
+
+    def setRawHeaders(self, name: bytes, values) -> None:
+        lower = name.lower()
+        entry = self._headers.get(lower)
+        self._headers[lower] = (entry[0] if entry is not None else name, list(values))
+
+    def removeHeader(self, name: bytes) -> None:
+        self._headers.pop(name.lower(), None)
+
+    def getAllRawHeaders(self):
+        return list(self._headers.values())
+
+    # twisted.web.server.Request
+    def getHeader(self, name: bytes) -> bytes | None:
+        values = self.getRawHeaders(name)
+        return values[-1] if values else None
+
+    def getClientAddress(self) -> _Peer:
+        return self._peer
+
+    def isSecure(self) -> bool:
+        return False
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        self.response_headers.append((name, value))
 
 
 def _parse(head: bytes):
@@ -326,17 +402,20 @@ def _parse(head: bytes):
 class _LeanExchange(Relaying):
     """One request on the lean path: to the app and back."""
 
-    __slots__ = ("channel", "route", "method", "target", "headers", "pending", "flow",
+    __slots__ = ("channel", "route", "method", "target", "headers", "identity",
+                 "answer_headers", "pending", "flow",
                  "timed_out", "client_gone", "corked", "chunked", "address", "finished",
                  "startedWriting", "error_code", "error_headers", "delivering")
 
     def __init__(self, channel: LeanChannel, route, method: bytes, target: bytes,
-                 headers) -> None:
+                 headers, identity=(), answer_headers=()) -> None:
         self.channel = channel
         self.route = route
         self.method = method
         self.target = target
         self.headers = headers
+        self.identity = identity
+        self.answer_headers = answer_headers
         self.pending = None
         self.flow = None
         self.timed_out = False
@@ -348,7 +427,7 @@ class _LeanExchange(Relaying):
         self.finished = False
         self.startedWriting = False
         self.error_code = 502
-        self.error_headers: list[tuple[bytes, bytes]] = []
+        self.error_headers: list[tuple[bytes, bytes]] = list(answer_headers)
         self.delivering = False
 
     def start(self) -> None:
@@ -361,7 +440,7 @@ class _LeanExchange(Relaying):
             app_target = backend_path(self.target, route.prefix, config.absolute_url,
                                       route.mappath)
             headers = forwarder.headers_for(self.headers, channel._client_host, False, route,
-                                            address)
+                                            address, self.identity)
         except Exception:  # a mappath callable failed, say: twisted.web would answer 500
             log.failure("Error while preparing a request for {server}",
                         server=route.keeper.name)
@@ -399,6 +478,8 @@ class _LeanExchange(Relaying):
         code = response.code
         lines = response_head(code, response.phrase, mapped_headers(self, route, response.headers),
                               end=False)
+        for name, value in self.answer_headers:
+            lines += (name, b": ", value, b"\r\n")
         no_body = self.method == b"HEAD" or code in _NO_BODY_CODES
         if response.length is not None and not no_body:
             lines.append(b"Content-Length: %d\r\n" % response.length)

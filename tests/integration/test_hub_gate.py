@@ -203,12 +203,15 @@ async def test_a_callback_with_a_foreign_state_is_refused(hubtwist, fake_hub):
 @pytest_twisted.ensureDeferred
 async def test_tokens_scopes_and_the_identity_cache(hubtwist, fake_hub):
     ht = await hubtwist(hub_env(fake_hub), default_server="app", servers={"app": {"command": APP}})
-    assert ht.lean is None  # Hub mode: every request goes through the gate
     for _ in range(3):
-        ok = await treq.get(f"{ht.url}/user/alice/echo", headers={"Authorization": "token alice-token"})
-        assert ok.code == 200
-        await ok.content()
+        # (new connections: a connection that went the ordinary path once stays there)
+        ok = await treq.get(f"{ht.url}/user/alice/echo", headers={"Authorization": "token alice-token"},
+                            persistent=False)
+        assert ok.code == 200 and ok.headers.getRawHeaders("x-jupyterhub-version") == ["6.1.1"]
+        assert "authorization" not in json.loads(await ok.content())["headers"]
     assert fake_hub.calls.count("/hub/api/user") == 1  # cached
+    # The first one waited for the Hub on the ordinary path; the cached ones were lean.
+    assert ht.lean.served == 2
     bob = await treq.get(f"{ht.url}/user/alice/echo", headers={"Authorization": "Bearer bob-token",
                                                                "Accept": "application/json"})
     message = json.loads(await bob.text())["message"]
