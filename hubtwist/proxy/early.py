@@ -626,6 +626,7 @@ class StreamingChannel(http.HTTPChannel):
     _head_started: float | None = None  # when its first byte came
     _head_call = None  # the deadline of a head that arrives in pieces
     _hosts = 0  # Host headers of the head being parsed
+    lean_return = None  # takes the connection back to the lean path it came from
 
     _body: RequestBody | None = None  # the body being received, until it is complete
     _draining: StreamingRequest | None = None  # finished, its body remainder discarded
@@ -795,6 +796,8 @@ class StreamingChannel(http.HTTPChannel):
         if body is None:
             self._next_head()
             _channel_requestDone(self, request)
+            if self.lean_return is not None:
+                self._return_to_lean()
             return
         body._halt()
         if self.persistent and body._drainable(self.drain_limit):
@@ -804,6 +807,23 @@ class StreamingChannel(http.HTTPChannel):
             return
         self.persistent = False
         _channel_requestDone(self, request)
+
+    def _return_to_lean(self) -> None:
+        """
+        Between requests, give the connection back to the lean path it came from
+        (L{hubtwist.proxy.lean}): one request it could not take (a POST, a login) must
+        not keep the connection on this slower path for good. Only when nothing is left
+        of the last exchange: no request, nothing buffered or half-parsed, nothing paused.
+        """
+        transport = self.transport
+        if (not self.persistent or self.requests or not self._awaiting_head
+                or self._head_started is not None or self._reading_paused or self._send_blocked
+                or self._lingering or transport.disconnecting or unparsed_line(self)):
+            return
+        take_back, self.lean_return = self.lean_return, None
+        self.setTimeout(None)
+        transport.unregisterProducer()
+        take_back(transport)
 
     def _discarded(self, size: int) -> None:
         # Body bytes discarded after stopProducing or a finished response.

@@ -84,8 +84,10 @@ class LeanFactory(Factory):
     C{admit}, when a gate stands in front of the router, is the gate's own check for the
     lean path: C{admit(view)} gets a L{LeanRequest} and returns True when the request may
     be proxied now (the view's headers cleaned, identity and answer headers set on it), or
-    False to leave the request to the gate on the ordinary path. C{served} counts the requests the lean path
-    answered, C{spliced} the bodies it moved with splice(2) (L{hubtwist.proxy.splicing}).
+    False to leave the request to the gate on the ordinary path. C{served} counts the
+    requests the lean path answered, C{spliced} the bodies it moved with splice(2)
+    (L{hubtwist.proxy.splicing}), C{returned} the connections that came back from the
+    ordinary path (L{take_back}).
     """
 
     noisy = False
@@ -97,6 +99,7 @@ class LeanFactory(Factory):
         self.admit = admit
         self.served = 0
         self.spliced = 0
+        self.returned = 0
 
     def doStart(self) -> None:
         self.site.doStart()
@@ -109,6 +112,14 @@ class LeanFactory(Factory):
         channel = LeanChannel(self, lambda: site.buildProtocol(addr), site.timeOut)
         channel.factory = self
         return channel
+
+    def take_back(self, transport) -> None:
+        """A connection the site's channel served comes back to the lean path, idle
+        between two requests (L{hubtwist.proxy.early.StreamingChannel._return_to_lean})."""
+        self.returned += 1
+        channel = self.buildProtocol(transport.getPeer())
+        swap_protocol(transport, channel)
+        channel.makeConnection(transport)
 
 
 class LeanChannel(Protocol, TimeoutMixin):
@@ -278,6 +289,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         channel = self._channel = self._fallback()
         if lean_possible(transport):
             swap_protocol(transport, channel)
+            channel.lean_return = self._lean.take_back
         # else (not expected: lean_description picks the endpoints) this object stays the
         # transport's protocol and passes everything on; see dataReceived/connectionLost.
         channel.makeConnection(transport)

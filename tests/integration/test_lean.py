@@ -151,8 +151,8 @@ async def test_a_request_it_does_not_take_hands_the_connection_over(hubtwist):
         one_connection, ht.port, get("/app/echo"),
         get("/app/echo", f"Content-Length: {len(payload)}\r\n", "POST") + payload,
         get("/api/servers"),  # hubtwist's own page
-        get("/app/echo"))  # twisted.web serves the rest of this connection
-    assert ht.lean.served - before == 1
+        get("/app/echo"))  # back on the lean path once twisted.web is done
+    assert ht.lean.served - before == 2
     assert first[0] == posted[0] == own[0] == last[0] == 200
     assert json.loads(posted[2])["body_sha256"] == hashlib.sha256(payload).hexdigest()
     assert b"app" in own[2]
@@ -445,3 +445,30 @@ async def test_an_error_while_relaying_is_a_502_not_a_hang(hubtwist, canned_app,
     failed, again = await in_thread(one_connection, ht.port, request, request)
     assert failed[0] == again[0] == 502
     assert json.loads(failed[2])["error"] == "Bad gateway"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_comes_back_to_the_lean_path_after_an_ordinary_request(hubtwist):
+    ht = await hubtwist()
+
+    def client():
+        c = Client(ht.port)
+        try:
+            answers = []
+            for request in (b"GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n",
+                            b"POST /app/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+                            b"GET /app/echo?after-post HTTP/1.1\r\nHost: a\r\n\r\n",
+                            b"OPTIONS /app/echo HTTP/1.1\r\nHost: a\r\n\r\n",
+                            b"GET /app/echo?after-options HTTP/1.1\r\nHost: a\r\n\r\n"):
+                c.send(request)
+                status, _, body = c.response()
+                answers.append((status, json.loads(body)["method"]))
+            return answers
+        finally:
+            c.close()
+
+    before = ht.lean.served
+    answers = await in_thread(client)
+    assert answers == [(200, "GET"), (200, "POST"), (200, "GET"), (200, "OPTIONS"), (200, "GET")]
+    assert ht.lean.served - before == 3  # every GET, on the one connection
+    assert ht.lean.returned == 2
