@@ -115,3 +115,35 @@ def test_command_line_mistakes_exit_2_with_one_sentence(args, sentence):
     assert sentence in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _get_with_host(port: int, path: str, host: str):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Host": host})
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def test_origin_host_is_the_host_of_the_first_request(start):
+    port = free_port()
+    hub = start("--authtype=none", f"--port={port}", *HTTPAPP, "{--}port", "{port}",
+                "{--}print", "origin={origin_host}")
+    assert wait_for(lambda: _get_with_host(port, "/", "dash.example.org:8443") == 200, 30,
+                    "the app")
+    assert "origin=dash.example.org:8443" in stop_and_read(hub)
+
+
+def test_no_logs_keeps_the_apps_output_out_of_hubtwists_log(start):
+    port = free_port()
+    hub = start("--no-auth", "--no-logs", "--autostart", "--port", str(port), "--", *HTTPAPP,
+                "--port", "{port}", "--print", "app-says-hello")
+    wait_for(lambda: ok(f"http://127.0.0.1:{port}/echo"), 30, "the app")
+    reply = ok(f"http://127.0.0.1:{port}/_hubtwist/api/servers/app")
+    assert reply and b"app-says-hello" in reply[1]  # kept for its error pages and the API
+    assert "[app] app-says-hello" not in stop_and_read(hub)  # (the command line is logged)
