@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from hubtwist import __version__
 from hubtwist.config import Config, ConfigError
+from hubtwist.config.templates import server_prefix
 from hubtwist.hub import AuthPlan, resolve_auth
 from hubtwist.hub.compose import Protection, protect
 from hubtwist.proxy.early import StreamingSite
@@ -33,8 +34,9 @@ def build_keepers(config: Config, reactor, guardian: Guardian) -> dict:
     keepers = {}
     for name, server in config.servers.items():
         try:
-            keepers[name] = supervisor_for(name, server, reactor=reactor, guardian=guardian,
-                                           base_url=config.base_url)
+            keepers[name] = supervisor_for(
+                name, server, reactor=reactor, guardian=guardian, base_url=config.base_url,
+                prefix=server_prefix(config.base_url, name, config.default_server))
         except (PermissionError, KeyError) as error:
             message = error.args[0] if error.args else str(error)
             raise ConfigError(f"servers.{name}.user", message) from None

@@ -18,7 +18,7 @@ import attrs
 
 from hubtwist.config import kinds
 from hubtwist.config.errors import ConfigError
-from hubtwist.config.templates import check_template
+from hubtwist.config.templates import check_template, uses
 
 # Paths hubtwist answers itself under its base URL; a server cannot take these names.
 OWN_SEGMENT = "_hubtwist"
@@ -131,6 +131,17 @@ def _check_http_url(url: str | None, path: str) -> None:
                           accepted="an http:// or https:// URL with a host name")
 
 
+def _check_no_origin_host(server: "ServerConfig") -> None:
+    # {origin_host} is the Host of the first request: an app started before any has none.
+    texts = [("command", text) for text in server.command]
+    texts += [(f"environment.{key}", text) for key, text in server.environment.items()]
+    for path, text in texts:
+        if uses(text, "origin_host"):
+            raise ConfigError(path, "uses {origin_host}, the Host of the first request, which "
+                              "an app started with hubtwist (autostart = true) does not have yet",
+                              hint="Leave autostart off for this app.")
+
+
 @attrs.frozen
 class ServerConfig:
     """
@@ -141,9 +152,13 @@ class ServerConfig:
 
     command: tuple[str, ...] = setting(
         kinds.StrList(non_empty_items=True), (),
-        "Command that starts the app. `{port}`, `{unix_socket}` and `{base_url}` are replaced "
-        "(write `{{` and `}}` for literal braces). Empty: the app is already running at `port` "
-        "or `unix_socket` and hubtwist only proxies to it.",
+        "Command that starts the app. Templates: `{port}`, `{unix_socket}`, `{base_url}` "
+        "(hubtwist's base URL), `{prefix}` (this app's public prefix: `BASE/NAME/`, or the base "
+        "URL for the app that owns it), `{origin_host}` (the `Host` of the first request; not "
+        "with `autostart`), `{-}` and `{--}` (a literal `-`, `--`); a `/` right after "
+        "`{base_url}` or `{prefix}` is dropped, as both end with one. Write `{{` and `}}` for "
+        "literal braces. Empty: the app is already running at `port` or `unix_socket` and "
+        "hubtwist only proxies to it.",
         template=True,
     )
     environment: dict[str, str] = setting(
@@ -187,8 +202,7 @@ class ServerConfig:
     )
     request_headers_override: dict[str, str] = setting(
         kinds.StrDict(), {},
-        "Headers set on every request to the app; values take `{port}`, `{unix_socket}` and "
-        "`{base_url}`.",
+        "Headers set on every request to the app; values take the templates of `command`.",
         template=True,
     )
     rewrite_response: tuple[str, ...] = setting(
@@ -218,6 +232,12 @@ class ServerConfig:
     ready_check_path: str = setting(
         kinds.Str(pattern=r"/\S*", pattern_text="a path starting with '/'"), "/",
         "Path probed to decide that the app is ready; any HTTP response counts.",
+    )
+    log_output: bool = setting(
+        kinds.Bool(), True,
+        "Copy the app's output lines into hubtwist's log (jhsingle-native-proxy's `--logs`); "
+        "`false` keeps them only in the last lines shown on its error pages and "
+        "`/api/servers/NAME`.",
     )
     autostart: bool = setting(
         kinds.Bool(), False,
@@ -290,6 +310,8 @@ class ServerConfig:
     def __attrs_post_init__(self) -> None:
         _check_patterns(self.exclude_last_activity_patterns, "exclude_last_activity_patterns")
         _check_socket_path(self.unix_socket, "unix_socket")
+        if self.autostart:
+            _check_no_origin_host(self)
 
     @property
     def is_external(self) -> bool:

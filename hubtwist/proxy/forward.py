@@ -162,6 +162,7 @@ class _Exchange(Relaying):
         if keeper.state is State.RUNNING:
             self.send(keeper.address)
             return
+        keeper.note_origin_host(self.request.getHeader(b"host"))  # {origin_host}
         waiting = keeper.ensure_running()
         waiting.addTimeout(self.route.config.timeout + 1, self.forwarder.reactor)
         self.pending = waiting
@@ -461,7 +462,9 @@ class Forwarder:
             pairs = [(name, value) for name, value in pairs if name.lower() != b"host"]
             pairs.append((b"Host", address.describe().encode("idna") if address.kind == "tcp" else b"localhost"))
         if override:
-            values = template_values(address.port, address.path, route.public_base)
+            values = template_values(address.port, address.path, route.public_base,
+                                     route.prefix.decode("utf-8", "replace"),
+                                     getattr(route.keeper, "origin_host", None))
             pairs += [(name.encode("latin-1"), expand(value, values).encode("latin-1"))
                       for name, value in override.items()]
         return pairs

@@ -110,11 +110,15 @@ class Supervisor:
         reactor,
         guardian: Guardian,
         base_url: str = "/",
+        prefix: str | None = None,
         uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self.name = name
         self.config = config
         self.base_url = base_url
+        self.prefix = prefix if prefix is not None else f"{base_url}{name}/"
+        # The Host of the first request ({origin_host}); the app starts on a request then.
+        self.origin_host: str | None = None
         self.state = State.STOPPED
         self.logs = LogRing()
         self.address: BackendAddress | None = None
@@ -188,6 +192,11 @@ class Supervisor:
         """Record activity (a proxied request or message) at C{when} (default: now)."""
         self.last_activity = time.time() if when is None else when
 
+    def note_origin_host(self, host: bytes | None) -> None:
+        """Remember the C{Host} of the first request that wants the app (C{{origin_host}})."""
+        if self.origin_host is None and host:
+            self.origin_host = host.decode("latin-1")
+
     # -- the start ------------------------------------------------------------------------
 
     def _start(self) -> None:
@@ -195,7 +204,8 @@ class Supervisor:
         self._start_error = None
         try:
             self.address = self._allocate()
-            values = template_values(self.address.port, self.address.path, self.base_url)
+            values = template_values(self.address.port, self.address.path, self.base_url,
+                                     self.prefix, self.origin_host)
             argv = [expand(arg, values) for arg in self.config.command]
             env = app_environment(
                 os.environ, {k: expand(v, values) for k, v in self.config.environment.items()},
@@ -379,7 +389,8 @@ class Supervisor:
     def _output(self, fd: int, line: str) -> None:
         stream = "stdout" if fd == 1 else "stderr"
         self.logs.append(LogLine(time.time(), stream, line))
-        log.info("[{server}] {line}", server=self.name, stream=stream, line=line)
+        if self.config.log_output:
+            log.info("[{server}] {line}", server=self.name, stream=stream, line=line)
 
     def _unavailable(self, reason: str, retry_after: float | None) -> Deferred:
         return fail(ServerUnavailable(self.name, reason, retry_after, self.logs.tail(50)))
@@ -430,10 +441,15 @@ class ExternalServer:
 
     touch = Supervisor.touch
 
+    def note_origin_host(self, host: bytes | None) -> None:
+        """Nothing to start: nothing to remember."""
+
 
 def supervisor_for(name: str, config: ServerConfig, *, reactor, guardian: Guardian,
-                   base_url: str = "/") -> Supervisor | ExternalServer:
-    """The right keeper for C{config}: a L{Supervisor}, or an L{ExternalServer}."""
+                   base_url: str = "/", prefix: str | None = None) -> Supervisor | ExternalServer:
+    """The right keeper for C{config}: a L{Supervisor}, or an L{ExternalServer}. C{prefix}:
+    the app's public prefix (C{{prefix}}), C{BASE/NAME/} by default."""
     if config.is_external:
         return ExternalServer(name, config)
-    return Supervisor(name, config, reactor=reactor, guardian=guardian, base_url=base_url)
+    return Supervisor(name, config, reactor=reactor, guardian=guardian, base_url=base_url,
+                      prefix=prefix)
