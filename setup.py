@@ -36,6 +36,8 @@ setup(
             "jupyterhub>=6.1,<7",
             "requests>=2.28",
             "websockets>=13",
+            # building the jupyter-server-proxy plugin package of the plugin tests
+            "wheel>=0.40",
         ],
     },
     entry_points={"console_scripts": ["hubtwist = hubtwist.cli:main"]},

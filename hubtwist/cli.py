@@ -4,6 +4,7 @@ The command line: argv -> L{Config} -> L{hubtwist.app.run}.
     hubtwist --config FILE [OPTIONS]
     hubtwist [OPTIONS] -- COMMAND ARGS...      one app, served at the base URL
     hubtwist check-config FILE                 validate, print the effective config
+    hubtwist list-servers [--config FILE]      what would be served, and where from
     hubtwist demo [OPTIONS]                    a demo app behind hubtwist
 """
 
@@ -31,7 +32,14 @@ def _parser() -> argparse.ArgumentParser:
                "filled in. Docs: docs/configuration.md, docs/migrating.md.",
     )
     parser.add_argument("--version", action="version", version=f"hubtwist {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--config", metavar="FILE",
+                        help="configuration file: TOML, or Python (a jupyter_server_config.py "
+                             "with c.ServerProxy.servers)")
+    parser.add_argument("--no-plugins", action="store_true",
+                        help="with --config: do not load installed jupyter-server-proxy plugins "
+                             "(jupyter_serverproxy_servers entry points)")
+    parser.add_argument("--plugin", action="append", metavar="NAME",
+                        help="with --config: load only this plugin (repeatable)")
     listen = parser.add_argument_group(
         "where hubtwist listens (as jupyterhub-singleuser, jhsingle-native-proxy and "
         "jupyter standaloneproxy take them)")
@@ -325,7 +333,7 @@ def _expand_command(args: argparse.Namespace, command: list[str]) -> list[str]:
 
 def build_config(args: argparse.Namespace, command: list[str]):
     """The L{Config} the flags and the command describe (raises L{ConfigError})."""
-    from hubtwist.config import ConfigError, load_toml, single_app, with_overrides
+    from hubtwist.config import ConfigError, single_app, with_overrides
     from hubtwist.config.schema import HubConfig, ServerConfig
 
     command = [*(getattr(args, "command", None) or []), *command]
@@ -346,7 +354,7 @@ def build_config(args: argparse.Namespace, command: list[str]):
             raise ConfigError("", f"{flag} sets the app of `-- COMMAND`; with --config FILE, "
                               "set its key in the file's [servers.NAME] table",
                               source="command line")
-        config = load_toml(args.config)
+        config = load_config_file(args).config
     else:
         raise ConfigError("", "nothing to serve: give --config FILE, or -- COMMAND ARGS... for "
                           "one app (or try `hubtwist demo`)", source="command line")
@@ -438,13 +446,15 @@ def _fail(message: str) -> None:
 
 def check_config(argv: Sequence[str]) -> None:
     """C{hubtwist check-config FILE}: exit 0 and print the effective config, or exit 2."""
-    from hubtwist.config import ConfigError, load_toml
+    from hubtwist.config import ConfigError
     from hubtwist.config.dump import to_toml
+    from hubtwist.config.loader import load_file
+    from hubtwist.config.plugins import NONE
 
     if len(argv) != 1 or argv[0].startswith("-"):
         _fail("usage: hubtwist check-config FILE")
     try:
-        config = load_toml(argv[0])
+        config = load_file(argv[0], NONE).config
     except ConfigError as error:
         _fail(str(error))
     name = argv[0] if argv[0].isprintable() else repr(argv[0])  # one line, any file name
@@ -456,6 +466,66 @@ def check_config(argv: Sequence[str]) -> None:
         # `check-config FILE | head`: the reader left; the file is valid all the same.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
+
+
+def load_config_file(args: argparse.Namespace):
+    """C{--config FILE} with the plugins C{--no-plugins}/C{--plugin} pick (a L{Loaded})."""
+    from hubtwist.config.loader import load_file
+    from hubtwist.config.plugins import choice_from_flags
+
+    return load_file(args.config, choice_from_flags(args.no_plugins, args.plugin))
+
+
+def list_servers(argv: Sequence[str]) -> None:
+    """C{hubtwist list-servers [--config FILE] [--no-plugins] [--plugin NAME]}: each server
+    that would be served, where it came from, its URL path and command; exit 0 or 2."""
+    from hubtwist.config import ConfigError
+    from hubtwist.config.loader import Loaded, load_dict
+    from hubtwist.config.plugins import choice_from_flags, load_plugins
+    from hubtwist.config.loader import warn_on_stderr
+
+    parser = argparse.ArgumentParser(prog="hubtwist list-servers")
+    parser.add_argument("--config", metavar="FILE")
+    parser.add_argument("--no-plugins", action="store_true")
+    parser.add_argument("--plugin", action="append", metavar="NAME")
+    args = parser.parse_args(argv)
+    try:
+        if args.config:
+            loaded = load_config_file(args)
+        else:
+            found = load_plugins(choice_from_flags(args.no_plugins, args.plugin), warn_on_stderr)
+            config = load_dict({"servers": {name: server for name, (server, _) in found.items()}},
+                               "plugins")
+            loaded = Loaded(config, {name: origin for name, (_, origin) in found.items()})
+    except ConfigError as error:
+        _fail(str(error))
+    rows = [("NAME", "FROM", "PATH", "COMMAND")]
+    config = loaded.config
+    for name, server in config.servers.items():
+        if not server.proxied:
+            path = "(not proxied)"
+        else:
+            path = config.base_url if name == config.default_server else f"{config.base_url}{name}/"
+        rows.append((name, loaded.sources.get(name, ""), path, describe_command(server)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+    sys.exit(0)
+
+
+def describe_command(server) -> str:
+    """A server's command as C{list-servers} shows it."""
+    import shlex
+
+    if callable(server.command):
+        function = server.command
+        return f"<function {getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', function)}>"
+    if not server.command:
+        where = server.unix_socket if isinstance(server.unix_socket, str) else f"127.0.0.1:{server.port}"
+        return f"(runs elsewhere: {where})"
+    # quoted only where a shell would need it to keep one word ({port} stays readable)
+    return " ".join(arg if arg and not any(ch.isspace() or ch in "'\"\\$`;&|<>" for ch in arg)
+                    else shlex.quote(arg) for arg in server.command)
 
 
 def demo_config(argv: Sequence[str]) -> list[str]:
@@ -505,6 +575,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         guardian_main()
     if argv[:1] == ["check-config"]:
         check_config(argv[1:])
+    if argv[:1] == ["list-servers"]:
+        list_servers(argv[1:])
     demo = argv[:1] == ["demo"]
     if demo:
         argv = demo_config(argv[1:])

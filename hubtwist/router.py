@@ -57,7 +57,7 @@ class Router(Resource):
         self._routes = {
             name.encode(): Route.for_server(keeper, self._base + name.encode() + b"/",
                                             keeper.config, config.base_url)
-            for name, keeper in keepers.items()
+            for name, keeper in keepers.items() if keeper.config.proxied
         }
         self._default = None
         if config.default_server is not None:
@@ -148,7 +148,8 @@ class Router(Resource):
         route = self._port_routes.get(key)
         if route is None:
             target = "127.0.0.1" if host == "localhost" else host
-            config = ServerConfig(port=port, absolute_url=absolute)
+            config = ServerConfig(port=port, absolute_url=absolute,
+                                  rewrite_response=self._config.non_service_rewrite_response)
             keeper = ExternalServer(f"proxy/{spec.decode('latin-1')}", config,
                                     BackendAddress.tcp(port, target))
             route = self._port_routes[key] = Route.for_server(keeper, prefix, config, self._config.base_url)

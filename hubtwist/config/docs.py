@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from hubtwist.config.dump import toml_value
-from hubtwist.config.schema import Config, HubConfig, LauncherEntry, ServerConfig
+from hubtwist.config.schema import Config, HubConfig, LauncherEntry, ServerConfig, ServiceConfig
 
 _INTRO = """\
 # Configuration reference
@@ -37,6 +37,8 @@ _SECTIONS = (
     (ServerConfig, "ServerConfig", "Keys of each `[servers.NAME]` table."),
     (LauncherEntry, "LauncherEntry", "Keys of `[servers.NAME.launcher_entry]`."),
     (HubConfig, "HubConfig", "Keys of the `[hub]` table (see docs/jupyterhub.md)."),
+    (ServiceConfig, "ServiceConfig", "Keys of each `[[services]]` table (JupyterHub's service "
+     "fields; `c.JupyterHub.services` in a Python configuration)."),
 )
 
 

@@ -23,6 +23,8 @@ def toml_value(value: object) -> str:
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if callable(value):  # a Python configuration's function: shown, not reproducible
+        return json.dumps(f"<function {getattr(value, '__qualname__', value)}>")
     raise TypeError(f"no TOML form for {value!r}")
 
 

@@ -264,6 +264,34 @@ class ImportPath:
 
 
 @attrs.frozen
+class Function:
+    """
+    A Python function, as a jupyter_server_config.py or a jupyter-server-proxy plugin gives
+    it (TOML has none). It is called when the value is needed, with the arguments it names
+    (L{hubtwist.config.jsp.call_for_server}); its result is checked then.
+    """
+
+    def coerce(self, value: object, path: str) -> Any:
+        if isinstance(value, (str, bytes, type)) or not callable(value):
+            raise _wrong(path, value, self)
+        return value
+
+    def describe(self) -> str:
+        return "a function (Python configuration files and plugins only)"
+
+
+@attrs.frozen
+class Anything:
+    """Any value, kept as given: keys of other programs that hubtwist accepts and ignores."""
+
+    def coerce(self, value: object, path: str) -> Any:
+        return value
+
+    def describe(self) -> str:
+        return "anything (accepted and ignored, with a warning)"
+
+
+@attrs.frozen
 class Either:
     """
     The first of several kinds that accepts the value. When one of them had the value's

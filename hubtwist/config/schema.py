@@ -150,21 +150,23 @@ class ServerConfig:
     Keys shared with jupyter-server-proxy keep its names and meaning.
     """
 
-    command: tuple[str, ...] = setting(
-        kinds.StrList(non_empty_items=True), (),
+    command: tuple[str, ...] | Any = setting(
+        kinds.Either((kinds.StrList(non_empty_items=True), kinds.Function())), (),
         "Command that starts the app. Templates: `{port}`, `{unix_socket}`, `{base_url}` "
         "(hubtwist's base URL), `{prefix}` (this app's public prefix: `BASE/NAME/`, or the base "
         "URL for the app that owns it), `{origin_host}` (the `Host` of the first request; not "
         "with `autostart`), `{-}` and `{--}` (a literal `-`, `--`); a `/` right after "
         "`{base_url}` or `{prefix}` is dropped, as both end with one. Write `{{` and `}}` for "
         "literal braces. Empty: the app is already running at `port` or `unix_socket` and "
-        "hubtwist only proxies to it.",
+        "hubtwist only proxies to it. A function (Python configuration) is called at each "
+        "start with the arguments it names among `port`, `unix_socket` and `base_url`, and "
+        "returns the list.",
         template=True,
     )
-    environment: dict[str, str] = setting(
-        kinds.StrDict(), {},
+    environment: dict[str, str] | Any = setting(
+        kinds.Either((kinds.StrDict(), kinds.Function())), {},
         "Extra environment variables for the app, on top of hubtwist's own; values take the same "
-        "templates as `command`.",
+        "templates as `command`. A function is called like `command`'s and returns the table.",
         template=True,
     )
     pass_hub_token: bool = setting(
@@ -195,20 +197,23 @@ class ServerConfig:
         kinds.Bool(), False,
         "Send the full public path to the app (`/base/NAME/x`) instead of stripping the prefix (`/x`).",
     )
-    mappath: dict[str, str] | str = setting(
-        kinds.Either((kinds.StrDict(), kinds.ImportPath())), {},
-        "Rewrite request paths before they reach the app: a table of path to path, or the import "
-        "path of a function `(path) -> path`.",
+    mappath: dict[str, str] | str | Any = setting(
+        kinds.Either((kinds.StrDict(), kinds.ImportPath(), kinds.Function())), {},
+        "Rewrite request paths before they reach the app: a table of path to path, or a "
+        "function `(path) -> path` (its import path, or itself in a Python configuration).",
     )
-    request_headers_override: dict[str, str] = setting(
-        kinds.StrDict(), {},
-        "Headers set on every request to the app; values take the templates of `command`.",
+    request_headers_override: dict[str, str] | Any = setting(
+        kinds.Either((kinds.StrDict(), kinds.Function())), {},
+        "Headers set on every request to the app; values take the templates of `command`. A "
+        "function is called for each request like `command`'s and returns the table.",
         template=True,
     )
-    rewrite_response: tuple[str, ...] = setting(
-        kinds.ListOf(kinds.ImportPath()), (),
-        "Import paths of functions that may change the app's responses (jupyter-server-proxy's "
-        "contract). Responses of such a server are buffered.",
+    rewrite_response: tuple[Any, ...] = setting(
+        kinds.ListOf(kinds.Either((kinds.ImportPath(), kinds.Function()))), (),
+        "Functions that may change the app's responses (jupyter-server-proxy's contract: they "
+        "name the arguments they want among `response`, `request`, `orig_response`, `host`, "
+        "`port` and `path`), as import paths (or themselves in a Python configuration). "
+        "Responses of such a server are buffered.",
     )
     update_last_activity: bool = setting(
         kinds.Bool(), True, "Count requests to this app as user activity."
@@ -238,6 +243,12 @@ class ServerConfig:
         "Copy the app's output lines into hubtwist's log (jhsingle-native-proxy's `--logs`); "
         "`false` keeps them only in the last lines shown on its error pages and "
         "`/api/servers/NAME`.",
+    )
+    proxied: bool = setting(
+        kinds.Bool(), True,
+        "`false`: a plain supervised process (a JupyterHub service without `url`, such as the "
+        "idle culler): no route, no port, no readiness check; it counts as running once "
+        "started.",
     )
     autostart: bool = setting(
         kinds.Bool(), False,
@@ -320,6 +331,79 @@ class ServerConfig:
 
 
 _SCOPE = r"[^\s!]+(?:![a-z]+=\S+)?"
+
+
+def _ignored(doc: str) -> Any:
+    return setting(kinds.Anything(), None, doc, ignored=True)
+
+
+@attrs.frozen
+class ServiceConfig:
+    """
+    One JupyterHub managed service (`c.JupyterHub.services` entry), run as the Hub would.
+
+    It becomes an autostarted server (`restart = "always"`) with the variables the Hub gives
+    a managed service: `JUPYTERHUB_SERVICE_NAME`, `JUPYTERHUB_API_URL` and
+    `JUPYTERHUB_BASE_URL` when hubtwist knows them, and with a `url` also
+    `JUPYTERHUB_SERVICE_URL` and `JUPYTERHUB_SERVICE_PREFIX` (`BASE/NAME/`). Never a
+    token: hubtwist's own credentials stay its own (see `pass_hub_token`).
+    """
+
+    name: str = setting(kinds.Str(pattern=_SERVER_NAME, pattern_text="letters, digits, "
+                        "'.', '_' and '-', starting with a letter or digit"), "",
+                        "The service's name; with a `url`, it is served at `/NAME/`.")
+    command: tuple[str, ...] = setting(
+        kinds.StrList(non_empty_items=True), (),
+        "Command that starts the service (templates as in `servers`). Empty: the service runs "
+        "elsewhere, and hubtwist only routes to its `url`.",
+        template=True,
+    )
+    environment: dict[str, str] = setting(
+        kinds.StrDict(), {}, "Extra environment variables; they override the Hub's.",
+        template=True,
+    )
+    cwd: str | None = setting(kinds.OptionalStr(), None, "Working directory of the service.")
+    user: str | None = setting(kinds.OptionalStr(), None, "Run the service as this user.")
+    url: str | None = setting(
+        kinds.OptionalStr(), None,
+        "Where the service listens, `http://127.0.0.1:PORT` (port 0: a free one, as the Hub "
+        "does). With it, the service is served at `/NAME/`, full path passed (the Hub's proxy "
+        "strips nothing); without it, it is a plain supervised process, restarted when it "
+        "exits.",
+    )
+    display: bool = setting(kinds.Bool(), True, "List the service on the launcher page.")
+    admin: Any = _ignored("The Hub's; ignored (hubtwist gives services no token).")
+    api_token: Any = _ignored("The Hub's; ignored (hubtwist gives services no token).")
+    oauth_client_id: Any = _ignored("The Hub's; ignored.")
+    oauth_redirect_uri: Any = _ignored("The Hub's; ignored.")
+    oauth_no_confirm: Any = _ignored("The Hub's; ignored.")
+    oauth_roles: Any = _ignored("The Hub's; ignored.")
+    oauth_client_allowed_scopes: Any = _ignored("The Hub's; ignored.")
+    info: Any = _ignored("The Hub's; ignored.")
+
+    def __attrs_post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("name", "is missing", accepted="the service's name")
+        if self.url is not None:
+            service_port(self.url, "url")
+
+
+def service_port(url: str, path: str) -> int:
+    """The loopback port of a service C{url} (0: pick one), or L{ConfigError}."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        parts, port, host = None, None, None
+    if parts is None or parts.scheme not in ("http", "https") or host not in (
+            "127.0.0.1", "localhost", "0.0.0.0", "::1"):
+        raise ConfigError(path, "is not a local http URL", given=url, has_given=True,
+                          accepted="http://127.0.0.1:PORT (hubtwist runs the service and "
+                          "proxies to it on this machine)")
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return port
 
 
 @attrs.frozen
@@ -492,10 +576,23 @@ class Config:
         "(jhsingle-native-proxy's `--force-alive`); idle culling then never stops this server.",
     )
     hub: HubConfig = setting(Table(HubConfig), HubConfig(), "JupyterHub mode settings.")
+    non_service_rewrite_response: tuple[Any, ...] = setting(
+        kinds.ListOf(kinds.Either((kinds.ImportPath(), kinds.Function()))), (),
+        "`rewrite_response` functions for the `/proxy/PORT/` routes "
+        "(jupyter-server-proxy's `ServerProxy.non_service_rewrite_response`).",
+    )
+    services: tuple["ServiceConfig", ...] = setting(
+        kinds.ListOf(Table(ServiceConfig)), (),
+        "JupyterHub-style managed services, `[[services]]` (see [ServiceConfig](#serviceconfig)). "
+        "When loaded, each becomes an autostarted server of the same name.",
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.token is not None and self.token_file is not None:
             raise ConfigError("token_file", "cannot be given together with `token`: keep one")
+        if self.default_server in self.servers and not self.servers[self.default_server].proxied:
+            raise ConfigError("default_server", "names a server that is not proxied "
+                              "(`proxied = false`)", given=self.default_server, has_given=True)
         if self.default_server is not None and self.default_server not in self.servers:
             raise ConfigError(
                 "default_server", "names no configured server", given=self.default_server,

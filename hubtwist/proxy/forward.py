@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
-from hubtwist.config.kinds import load_callable
+from hubtwist.config.jsp import call_for_server
+from hubtwist.config.kinds import StrDict, load_callable
 from hubtwist.config.schema import ServerConfig
 from hubtwist.config.templates import expand, template_values
 from hubtwist.proxy.errors import send_error
@@ -77,7 +78,9 @@ class Route:
         exclude = None
         if config.exclude_last_activity_patterns:
             exclude = re.compile("|".join(f"(?:{p})" for p in config.exclude_last_activity_patterns))
-        rewriters = tuple(load_callable(path) for path in config.rewrite_response)
+        # import paths (TOML) or the functions themselves (a Python configuration)
+        rewriters = tuple(load_callable(item) if isinstance(item, str) else item
+                          for item in config.rewrite_response)
         limits = BackendLimits(config.max_connections, config.max_connecting,
                                config.queue_timeout)
         return cls(keeper, prefix, config, public_base, mappath or None, exclude, rewriters,
@@ -198,8 +201,15 @@ class _Exchange(Relaying):
     def send(self, address: BackendAddress) -> None:
         request, route = self.request, self.route
         config = route.config
-        self.target = backend_path(request.uri, route.prefix, config.absolute_url, route.mappath)
-        headers = self.forwarder.upstream_headers(request, route, address)
+        try:
+            self.target = backend_path(request.uri, route.prefix, config.absolute_url,
+                                       route.mappath)
+            headers = self.forwarder.upstream_headers(request, route, address)
+        except Exception:  # a mappath or request_headers_override function failed
+            log.failure("Error while preparing a request for {server}", server=route.keeper.name)
+            send_error(request, 500, "Internal error",
+                       f"hubtwist could not prepare the request for {route.keeper.name!r}.")
+            return
         if is_upgrade(request):
             self.forwarder.upgrades.bridge(request, route, address, self.target,
                                            _headers_of(headers))
@@ -446,6 +456,10 @@ class Forwarder:
         hubtwist's own header.
         """
         override = route.config.request_headers_override
+        if callable(override):  # a Python configuration's function, called per request
+            override = call_for_server(override, StrDict(), address.port, address.path,
+                                       route.public_base, "request_headers_override",
+                                       fill=False)  # filled below, once
         kept = [(name, values) for name, values in strip_hop_by_hop(incoming)
                 if not _set_by_hubtwist(name, override)]
         existing = {name.lower(): values for name, values in kept}

@@ -20,6 +20,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
 from hubtwist._procgroups import live_members, signal_group
+from hubtwist.config import kinds
+from hubtwist.config.jsp import call_for_server
 from hubtwist.config.kinds import signal_number
 from hubtwist.config.schema import ServerConfig
 from hubtwist.config.templates import expand, template_values
@@ -203,13 +205,10 @@ class Supervisor:
         self._set_state(State.STARTING)
         self._start_error = None
         try:
-            self.address = self._allocate()
-            values = template_values(self.address.port, self.address.path, self.base_url,
-                                     self.prefix, self.origin_host)
-            argv = [expand(arg, values) for arg in self.config.command]
-            env = app_environment(
-                os.environ, {k: expand(v, values) for k, v in self.config.environment.items()},
-                self._run_as, is_frozen(), pass_hub_token=self.config.pass_hub_token)
+            self.address = self._allocate() if self.config.proxied else None
+            argv, extra = self._command_and_environment()
+            env = app_environment(os.environ, extra, self._run_as, is_frozen(),
+                                  pass_hub_token=self.config.pass_hub_token)
             if self.config.cwd and not os.path.isdir(self.config.cwd):
                 raise OSError(f"the working directory {self.config.cwd!r} does not exist")
             if find_executable(argv[0], env, self.config.cwd) is None:
@@ -224,11 +223,42 @@ class Supervisor:
             return
         self._run = _Run(transport.pid, protocol, self._reactor.seconds())
         self._guardian.watch(self._run.pid)
-        self._note(f"started pid {self._run.pid} on {self.address.describe()}: {' '.join(argv)}")
-        self._readiness = Deferred.fromCoroutine(wait_until_ready(
-            self._reactor, self.address, self.config.ready_check_path, self.config.timeout,
-            raw=self.config.raw_socket_proxy))
+        where = f" on {self.address.describe()}" if self.address is not None else ""
+        self._note(f"started pid {self._run.pid}{where}: {' '.join(argv)}")
+        if self.address is None:
+            # Not proxied (a background service): nothing to probe, running once started.
+            self._readiness = succeed(0.0)
+        else:
+            self._readiness = Deferred.fromCoroutine(wait_until_ready(
+                self._reactor, self.address, self.config.ready_check_path,
+                self.config.timeout, raw=self.config.raw_socket_proxy))
         self._readiness.addCallbacks(self._ready, self._not_ready)
+
+    def _command_and_environment(self) -> tuple[list[str], dict[str, str]]:
+        """
+        This start's argv and extra environment, templates filled. A function (Python
+        configuration) is called now, with the arguments it names; one that fails raises
+        C{ValueError} saying so, and the start fails like a missing executable would.
+        """
+        address = self.address
+        port, path = (address.port, address.path) if address is not None else (0, "")
+        config = self.config
+        if callable(config.command):
+            argv = list(call_for_server(config.command, kinds.StrList(non_empty_items=True),
+                                        port, path, self.base_url, f"servers.{self.name}.command"))
+            if not argv:
+                raise ValueError(f"the `servers.{self.name}.command` function returned an "
+                                 "empty command")
+        else:
+            values = template_values(port, path, self.base_url, self.prefix, self.origin_host)
+            argv = [expand(arg, values) for arg in config.command]
+        if callable(config.environment):
+            extra = call_for_server(config.environment, kinds.StrDict(), port, path,
+                                    self.base_url, f"servers.{self.name}.environment")
+        else:
+            values = template_values(port, path, self.base_url, self.prefix, self.origin_host)
+            extra = {k: expand(v, values) for k, v in config.environment.items()}
+        return argv, extra
 
     def _allocate(self) -> BackendAddress:
         socket = self.config.unix_socket
