@@ -64,6 +64,7 @@ class Router(Resource):
             keeper = keepers[config.default_server]
             self._default = Route.for_server(keeper, self._base, keeper.config, config.base_url)
         self.own_root = self._base if self._default is None else self._base + OWN_SEGMENT + b"/"
+        forwarder.own_root = self.own_root  # the progress page polls the own routes
         # hubtwist's version, for health checks and the Hub's readiness probe: no login
         self.open_paths = frozenset({self.own_root + b"api", self.own_root + b"api/"})
         self._proxy_ports = (config.proxy_ports if config.proxy_ports is not None

@@ -26,6 +26,7 @@ from hubtwist.config.kinds import StrDict, load_callable
 from hubtwist.config.schema import ServerConfig
 from hubtwist.config.templates import expand, template_values
 from hubtwist.proxy.errors import send_error
+from hubtwist.proxy.progress import PROGRESS_GRACE, send_progress_page, wants_progress_page
 from hubtwist.proxy.rewritable import ResponseHeaders, RewritableResponse, apply_rewriters
 from hubtwist.proxy.http1 import strip_hop_by_hop
 from hubtwist.proxy.upstream import (
@@ -137,7 +138,7 @@ class _Exchange(Relaying):
     """One proxied request: waiting for the app, the upstream request, the relay."""
 
     __slots__ = ("forwarder", "request", "route", "client_gone", "pending", "flow", "target",
-                 "timed_out", "delivering")
+                 "timed_out", "delivering", "grace")
 
     def __init__(self, forwarder: "Forwarder", request, route: Route) -> None:
         self.forwarder = forwarder
@@ -149,6 +150,7 @@ class _Exchange(Relaying):
         self.target = b""
         self.timed_out = False
         self.delivering = False  # the response body was handed to deliver()
+        self.grace = None  # a page view's wait before it gets the progress page
         request.notifyFinish().addErrback(self._client_lost)
 
     def _client_lost(self, _failure) -> None:
@@ -167,20 +169,45 @@ class _Exchange(Relaying):
             return
         keeper.note_origin_host(self.request.getHeader(b"host"))  # {origin_host}
         waiting = keeper.ensure_running()
-        waiting.addTimeout(self.route.config.timeout + 1, self.forwarder.reactor)
+        if wants_progress_page(self.request):
+            # A page view: the progress page if the app is not there within the grace.
+            self.grace = self.forwarder.reactor.callLater(PROGRESS_GRACE, self._show_progress)
+        else:
+            waiting.addTimeout(self.route.config.timeout + 1, self.forwarder.reactor)
         self.pending = waiting
         waiting.addCallbacks(self._app_ready, self._app_unavailable)
 
+    def _show_progress(self) -> None:
+        self.grace = None
+        waiting, self.pending = self.pending, None
+        if not self.client_gone:
+            send_progress_page(self.request, self.route.keeper.name, self.route.keeper,
+                               self.forwarder.own_root.decode("latin-1"))
+        waiting.cancel()  # the start goes on; this request just no longer waits for it
+
+    def _end_grace(self) -> None:
+        if self.grace is not None and self.grace.active():
+            self.grace.cancel()
+        self.grace = None
+
     def _app_ready(self, address: BackendAddress) -> None:
         self.pending = None
+        self._end_grace()
         if not self.client_gone:
             self.send(address)
 
     def _app_unavailable(self, failure) -> None:
         self.pending = None
-        if self.client_gone:
-            return
+        page_view = self.grace is not None
+        self._end_grace()
+        if self.client_gone or self.request.finished:
+            return  # gone, or given the progress page (which follows the start itself)
         keeper = self.route.keeper
+        if page_view and failure.check(ServerUnavailable):
+            send_progress_page(self.request, keeper.name, keeper,
+                               self.forwarder.own_root.decode("latin-1"),
+                               reason=failure.value.reason)
+            return
         if failure.check(ServerUnavailable):
             error = failure.value
             send_error(self.request, 503, "App unavailable",
@@ -421,6 +448,8 @@ class Forwarder:
         self.reactor = reactor
         self.upstream = upstream or UpstreamPool(reactor)
         self.upgrades = upgrades or NoUpgrades()
+        # Where hubtwist's own routes live (set by the router): the progress page polls there.
+        self.own_root = b"/"
 
     def forward(self, request, route: Route):
         """Proxy C{request} along C{route}; returns C{NOT_DONE_YET} for twisted.web."""

@@ -1,17 +1,22 @@
 """
-hubtwist's own pages: the JSON API (C{api}, C{api/servers}, C{api/servers/NAME}) and the
-launcher page listing the apps. They read the keepers' status; they never change it.
+hubtwist's own pages: the JSON API (C{api}, C{api/servers}, C{api/servers/NAME}), the
+launcher page listing the apps (L{hubtwist.web.launcher}) and what the pages load
+(C{_pages/...}: icons, the progress page's state; a segment no app name can take, as names
+start with a letter or digit).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from typing import Mapping
 
+from twisted.web.server import NOT_DONE_YET
+
 from hubtwist import __version__
-from hubtwist.config.schema import Config
+from hubtwist.config.schema import OWN_SEGMENT, Config
+from hubtwist.proxy.errors import send_error
+from hubtwist.web.launcher import render_launcher, send_icon, send_progress_status
 
 
 def server_status(name: str, keeper, url: str, *, with_logs: bool = False) -> dict:
@@ -58,6 +63,8 @@ class OwnPages:
             return self.render_launcher(request)
         if rest == b"api" or rest.startswith(b"api/"):
             return self.render_api(request, rest)
+        if rest.startswith(b"_pages/"):
+            return self.render_page_parts(request, rest)
         return self.render_not_found(request)
 
     def render_api(self, request, rest: bytes) -> bytes:
@@ -81,40 +88,46 @@ class OwnPages:
         request.setResponseCode(404)
         return _json({"error": f"no such API path: {request.path.decode('latin-1')}"})
 
-    def render_launcher(self, request) -> bytes:
-        """The landing page: one entry per app with a launcher entry."""
-        items = []
-        for name, keeper in self._keepers.items():
-            entry = keeper.config.launcher_entry
-            if not entry.enabled:
-                continue
-            target = self._config.base_url + (entry.path_info or f"{name}/")
-            new_tab = ' target="_blank" rel="noopener"' if keeper.config.new_browser_tab else ""
-            items.append(
-                f'<li><a href="{html.escape(target)}"{new_tab}>{html.escape(entry.title or name)}</a>'
-                f' <small>{html.escape(keeper.state.value)}</small></li>'
-            )
-        body = _LAUNCHER.format(items="\n".join(items) or "<li>No apps are configured.</li>",
-                                version=__version__)
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return body.encode()
+    @property
+    def own_root(self) -> str:
+        """Where the own routes live (the rule of L{hubtwist.router})."""
+        base = self._config.base_url
+        return base if self._config.default_server is None else f"{base}{OWN_SEGMENT}/"
 
-    def render_not_found(self, request) -> bytes:
-        request.setResponseCode(404)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return (f"404: nothing is served at {request.path.decode('latin-1')}. "
-                f"The apps are listed at {self._config.base_url}.\n").encode()
+    def render_launcher(self, request) -> bytes:
+        """The launcher page: one card per app with a launcher entry (L{launcher})."""
+        if request.method not in (b"GET", b"HEAD"):
+            return self._not_allowed(request)
+        return render_launcher(request, self._config, self._keepers, self.own_root,
+                               __version__)
+
+    def render_page_parts(self, request, rest: bytes):
+        """What the pages load: C{_pages/icon/NAME} (an app's icon) and
+        C{_pages/progress/NAME} (the state the progress page polls)."""
+        if request.method not in (b"GET", b"HEAD"):
+            return self._not_allowed(request)
+        parts = rest.decode("utf-8", "replace").split("/")
+        if len(parts) == 3 and parts[1] == "icon":
+            body = send_icon(request, self._keepers, parts[2])
+        elif len(parts) == 3 and parts[1] == "progress":
+            body = send_progress_status(request, self._keepers, parts[2])
+        else:
+            return self.render_not_found(request)
+        return NOT_DONE_YET if body is None else body
+
+    @staticmethod
+    def _not_allowed(request):
+        request.setHeader(b"allow", b"GET, HEAD")
+        send_error(request, 405, "Method not allowed", "This page only answers GET.")
+        return NOT_DONE_YET
+
+    def render_not_found(self, request):
+        """404 for a path nothing is served at, in the pages' look (or JSON)."""
+        send_error(request, 404, "Not found",
+                   f"Nothing is served at {request.path.decode('latin-1')}. "
+                   f"The apps are listed at {self.own_root}.")
+        return NOT_DONE_YET
 
 
 def _json(value: object) -> bytes:
     return json.dumps(value).encode()
-
-
-_LAUNCHER = """<!doctype html>
-<html><head><meta charset="utf-8"><title>hubtwist</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}}
-li{{margin:.4rem 0}}</style></head>
-<body><h1>Apps</h1><ul>
-{items}
-</ul><p><small>hubtwist {version}</small></p></body></html>
-"""

@@ -7,6 +7,8 @@ is up.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from urllib.parse import urljoin, urlsplit
 
@@ -53,7 +55,10 @@ class Browser:
                 assert hops <= MAX_REDIRECTS, f"redirect loop: {self.history}"
                 target = urljoin(response.url, response.headers["Location"])
                 response = self.session.get(target, allow_redirects=False, timeout=30)
-            elif response.status_code == 200 and "/spawn-pending/" in urlsplit(response.url).path:
+            elif (response.status_code == 200 and "/spawn-pending/" in urlsplit(response.url).path
+                  or _starting(response)):
+                # The Hub's spawn-pending page, or hubtwist's start-up progress page (which
+                # a real browser reloads itself once the app is up).
                 assert time.monotonic() < deadline, (
                     f"the server was not up within {spawn_timeout} s: {self.history}")
                 time.sleep(0.3)
@@ -82,3 +87,13 @@ class Browser:
         assert xsrf, f"the login page set no _xsrf cookie: {list(self.session.cookies)}"
         return self.post_form("/hub/login", {"username": username, "password": "any",
                                              "_xsrf": xsrf})
+
+
+def _starting(response: requests.Response) -> bool:
+    """hubtwist's progress page for an app that is still starting (not one that failed)."""
+    if response.status_code != 503 or "text/html" not in response.headers.get("Content-Type", ""):
+        return False
+    found = re.search(r'<script type="application/json" id="ht-data">(.*?)</script>',
+                      response.text, re.S)
+    status = json.loads(found[1]).get("status") if found else None
+    return isinstance(status, dict) and not status.get("failed")
