@@ -1,5 +1,5 @@
 """
-Command line of C{bench/run}: C{bench/run [http|ws] [--quick] [--targets KEYS] [...]}.
+Command line of C{bench/run}: C{bench/run [http|ws|hub] [--quick] [--targets KEYS] [...]}.
 
 Load settings come from, in this order: flags, C{BENCH_<SETTING>} environment variables
 (e.g. C{BENCH_DURATION=20}), C{--quick}, the mode's defaults.
@@ -17,15 +17,21 @@ from harness import install, report, runner
 from harness.common import TargetFailed, log
 from harness.procs import install_cleanup, stop_all
 
-PEER_KEYS = ("direct", "nginx-proxy", "chp", "jsp", "hubtwist")
+PEER_KEYS = ("direct", "nginx-proxy", "chp", "jsp", "hubtwist")  # http and ws
+
+
+def peer_keys(mode: str) -> tuple[str, ...]:
+    """The row keys C{--targets} accepts in C{mode} (the Hub mode has rows of its own)."""
+    return getattr(modes()[mode][0], "peer_keys", PEER_KEYS)
 
 
 def modes() -> dict[str, tuple[type, type]]:
     """Mode name -> (mode class, load settings dataclass)."""
     from harness.http_mode import HttpLoad, HttpMode
+    from harness.hub_mode import HubLoad, HubMode
     from harness.ws_mode import WsLoad, WsMode
 
-    return {"http": (HttpMode, HttpLoad), "ws": (WsMode, WsLoad)}
+    return {"http": (HttpMode, HttpLoad), "ws": (WsMode, WsLoad), "hub": (HubMode, HubLoad)}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -40,7 +46,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="short runs (about a minute in all) to check the harness")
     parser.add_argument("--targets", default=os.environ.get("BENCH_TARGETS", ""),
-                        help="comma-separated subset of: " + ", ".join(PEER_KEYS))
+                        help="comma-separated subset of: " + ", ".join(PEER_KEYS)
+                        + " (hub mode: see bench/README.md)")
     parser.add_argument("--no-install", action="store_true",
                         help="skip the install step (use what is in bench/.scratch)")
     settings = parser.add_argument_group("load settings (defaults depend on the mode)")
@@ -55,10 +62,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ]:
         settings.add_argument(f"--{name}", type=kind, help=text)
     args = parser.parse_args(argv)
-    unknown = {key for key in args.targets.split(",") if key} - set(PEER_KEYS)
+    known = peer_keys(args.mode)
+    unknown = {key for key in args.targets.split(",") if key} - set(known)
     if unknown:
-        parser.error(f"unknown targets {', '.join(sorted(unknown))}; known: "
-                     + ", ".join(PEER_KEYS))
+        parser.error(f"unknown targets {', '.join(sorted(unknown))}; known in {args.mode} "
+                     "mode: " + ", ".join(known))
     return args
 
 

@@ -52,11 +52,11 @@ def make_files() -> dict[str, str]:
     return digests
 
 
-def get(port: int, path: str) -> tuple[int, bytes]:
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """One GET on 127.0.0.1 (http.client: no proxies, no redirects followed)."""
     connection = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
     except (OSError, http.client.HTTPException) as error:

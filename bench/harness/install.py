@@ -23,10 +23,14 @@ _SYSTEM_PATH = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
 CHP_SPEC = os.environ.get("BENCH_CHP_SPEC", "configurable-http-proxy")
 JSP_SPEC = os.environ.get("BENCH_JSP_SPEC", "jupyter-server-proxy[standalone]")
 WS_SPEC = os.environ.get("BENCH_WS_SPEC", "ws")
+# The Hub mode's JupyterHub and the single-user server users run today (pip specs, spaces
+# between them): the Hub itself and jupyterhub-singleuser + jupyter-server-proxy.
+HUB_SPEC = os.environ.get("BENCH_HUB_SPEC", "jupyterhub jupyter-server-proxy jupyter_server")
 
 CHP_PREFIX = SCRATCH / "chp"
 WS_PREFIX = SCRATCH / "ws"
 JSP_VENV = SCRATCH / "jsp-venv"
+HUB_VENV = SCRATCH / "hub-venv"
 
 
 def system_command(name: str) -> str | None:
@@ -116,13 +120,32 @@ def ensure_jsp() -> Path:
     return jupyter
 
 
+def ensure_hub() -> Path:
+    """The virtualenv with JupyterHub, jupyter_server and jupyter-server-proxy (its C{bin})."""
+    bin_dir = HUB_VENV / "bin"
+    if not ((bin_dir / "jupyterhub-singleuser").exists() and _stamped(HUB_VENV, HUB_SPEC)):
+        if not (bin_dir / "python").exists():
+            _run("hub-venv", [sys.executable, "-m", "venv", str(HUB_VENV)])
+        _run("hub-venv", [str(bin_dir / "python"), "-m", "pip", "install", "-q",
+                          "--disable-pip-version-check", *HUB_SPEC.split()])
+        _stamp(HUB_VENV, HUB_SPEC)
+    return bin_dir
+
+
 def ensure_all(mode: str) -> None:
     """Install what C{mode} needs up front, so that install time is not benchmark time.
     A peer whose install fails is reported as failed later; missing nginx or wrk is fatal."""
-    tools = {"nginx": "nginx", "wrk": "wrk"} if mode == "http" else {"nginx": "nginx",
-                                                                     "node": "nodejs"}
+    tools = {
+        "http": {"nginx": "nginx", "wrk": "wrk"},
+        "ws": {"nginx": "nginx", "node": "nodejs"},
+        "hub": {"nginx": "nginx", "wrk": "wrk", "node": "nodejs"},
+    }[mode]
     ensure_debian(tools)
-    installers = [ensure_chp, ensure_jsp] + ([ensure_ws] if mode == "ws" else [])
+    installers = {
+        "http": [ensure_chp, ensure_jsp],
+        "ws": [ensure_chp, ensure_jsp, ensure_ws],
+        "hub": [ensure_chp, ensure_hub, ensure_ws],
+    }[mode]
     for installer in installers:
         try:
             installer()

@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -48,11 +47,12 @@ class Peer:
     version: Callable[[], str] = field(default=lambda: "")
 
 
-def command_output(argv: list[str], env: dict[str, str] | None = None) -> str:
+def command_output(argv: list[str], env: dict[str, str] | None = None,
+                   cwd: Path | None = None) -> str:
     """First line of a version command's stdout+stderr; empty when it cannot run."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, cwd=cwd)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     lines = (done.stdout + done.stderr).strip().splitlines()
@@ -207,19 +207,24 @@ def jsp_version() -> str:
 
 # --- hubtwist ------------------------------------------------------------------------------
 
+def hubtwist_repo() -> Path:
+    """The checkout whose hubtwist runs: C{$BENCH_HUBTWIST_REPO} (e.g. the main checkout, for
+    a before/after comparison with the same harness), else the one holding this harness."""
+    return Path(os.environ.get("BENCH_HUBTWIST_REPO") or REPO_DIR).resolve()
+
+
 def hubtwist_command() -> tuple[list[str], dict[str, str]]:
     """
-    How to run hubtwist: C{$BENCH_HUBTWIST} when set (a command line, e.g. another build),
-    else its console script when installed, else C{python -m hubtwist} from this checkout
-    (the same entry point, without installing anything).
+    How to run hubtwist: C{$BENCH_HUBTWIST} when set (a command line, e.g. the installed
+    console script or the one-file binary), else C{python -m hubtwist} from the checkout
+    (L{hubtwist_repo}), run there. Not the console script found on C{PATH}: an editable
+    install may point at another checkout than the one being measured.
     """
     quiet = {"PYTHONDONTWRITEBYTECODE": "1"}  # leave no __pycache__ in the checkout
     if os.environ.get("BENCH_HUBTWIST"):
         return shlex.split(os.environ["BENCH_HUBTWIST"]), quiet
-    script = shutil.which("hubtwist")
-    if script:
-        return [script], quiet
-    return [sys.executable, "-m", "hubtwist"], {**quiet, "PYTHONPATH": str(REPO_DIR)}
+    # (`python -m` puts the working directory first on sys.path: hubtwist runs in the repo)
+    return [sys.executable, "-m", "hubtwist"], {**quiet, "PYTHONPATH": str(hubtwist_repo())}
 
 
 def write_hubtwist_config(backend_port: int) -> Path:
@@ -248,30 +253,33 @@ def start_hubtwist(backend_port: int) -> Running:
     # become the image's uid 1000; the peers do not switch users either)
     proc = Proc("hubtwist", [*argv, "--no-auth", "--allow-root", "--config", str(config),
                              "--listen", f"tcp:{port}:interface={LOOPBACK}"],
-                env=child_env(**extra_env), cwd=REPO_DIR)
+                env=child_env(**extra_env), cwd=hubtwist_repo())
     proc.wait_for_port(port, START_TIMEOUT)
     return Running(proc, port, prefix=os.environ.get("BENCH_HUBTWIST_PREFIX", ""))
 
 
 def hubtwist_version() -> str:
-    """Version, git commit of this checkout, and how hubtwist is run; says so when the
-    hubtwist that runs is not this checkout's."""
+    """Version, git commit of the checkout (L{hubtwist_repo}), and how hubtwist is run; says
+    so when the hubtwist that runs is not that checkout's."""
     argv, extra_env = hubtwist_command()
     python = sys.executable if argv[0] == sys.executable else _script_python(argv[0])
     found = command_output([python, "-c", (
         "import os, hubtwist, twisted; print(hubtwist.__version__, twisted.__version__, "
         "os.path.dirname(os.path.dirname(os.path.abspath(hubtwist.__file__))))"
-    )], env=child_env(**extra_env)).split()
+    )], env=child_env(**extra_env), cwd=hubtwist_repo()).split()
     if len(found) != 3:
         return "hubtwist (not importable)"
     version, twisted, location = found
+    repo = hubtwist_repo()
     # --no-optional-locks: read-only, never contends with a concurrent git command.
-    git = ["git", "--no-optional-locks", "-C", str(REPO_DIR)]
+    git = ["git", "--no-optional-locks", "-C", str(repo)]
     commit = command_output([*git, "rev-parse", "--short", "HEAD"])
     dirty = command_output([*git, "status", "--porcelain", "--untracked-files=no"])
-    how = ("$BENCH_HUBTWIST" if os.environ.get("BENCH_HUBTWIST") else
-           "python -m hubtwist" if argv[0] == sys.executable else "console script")
-    where = "" if Path(location) == REPO_DIR else f", imported from {location}, not this checkout"
+    how = "$BENCH_HUBTWIST" if os.environ.get("BENCH_HUBTWIST") else "python -m hubtwist"
+    if repo != REPO_DIR and not os.environ.get("BENCH_HUBTWIST"):
+        how += f" in {repo}"
+    where = ("" if Path(location) == repo else
+             f", imported from {location}, not {'this checkout' if repo == REPO_DIR else repo}")
     return (f"hubtwist {version} / Twisted {twisted} (git {commit}{'+dirty' if dirty else ''}, "
             f"via {how}{where})")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.common import RESULTS
-from harness.runner import RSS_COLUMNS, Mode, Row
+from harness.runner import RSS_COLUMNS, Column, Mode, Row
 
 
 def cpu_model() -> str:
@@ -40,9 +40,9 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def table(mode: Mode, rows: list[Row]) -> list[str]:
-    """The markdown table: one row per peer, failures in the notes column."""
-    columns = mode.columns + RSS_COLUMNS
+def table(columns: list[Column], rows: list[Row]) -> list[str]:
+    """A markdown table: one row per peer, failures in the notes column."""
+    columns = columns + RSS_COLUMNS
     lines = [
         "| target | " + " | ".join(column.header for column in columns) + " | notes |",
         "|---|" + "---:|" * len(columns) + "---|",
@@ -59,16 +59,22 @@ def table(mode: Mode, rows: list[Row]) -> list[str]:
 
 
 def ratio(rows: dict[str, Row], label: str, top: tuple[str, str], bottom: tuple[str, str],
-          better: str) -> str:
+          better: str, goal: float | None = None) -> str:
     """One line "label: x.xx (better)" from C{figure} of two peers; n/a when one is missing.
-    C{top} and C{bottom} are (peer key, figure key)."""
+    C{top} and C{bottom} are (peer key, figure key). With a C{goal}, the line also says
+    whether the ratio meets it (at least C{goal} when higher is better, else at most)."""
     try:
         value = rows[top[0]].figures[top[1]] / rows[bottom[0]].figures[bottom[1]]
     except (KeyError, ZeroDivisionError):
         missing = [key for key, figure in (top, bottom)
                    if figure not in getattr(rows.get(key), "figures", {})]
         return f"- {label}: n/a (no figure for {', '.join(missing) or 'a zero divisor'})"
-    return f"- {label}: **{value:.2f}** ({better})"
+    if goal is None:
+        return f"- {label}: **{value:.2f}** ({better})"
+    higher = better.startswith("higher")
+    met = value >= goal if higher else value <= goal
+    return (f"- {label}: **{value:.2f}**, target {'≥' if higher else '≤'} {goal:g}: "
+            f"{'met' if met else '**not met**'}")
 
 
 @dataclass
@@ -100,8 +106,8 @@ def render(mode: Mode, rows: list[Row], versions: dict[str, str], run: RunInfo) 
         f"- run time, installs included: {run.elapsed:.0f}s",
         "",
         "## Results",
-        *table(mode, rows),
-        "",
+        *(line for title, columns, subset in mode.tables(rows)
+          for line in ([f"### {title}", ""] if title else []) + table(columns, subset) + [""]),
         "## hubtwist compared",
         *mode.ratios({row.peer.key: row for row in rows if not row.failure}),
         "",

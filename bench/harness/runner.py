@@ -90,6 +90,10 @@ class Mode:
         """Comparison lines for the report, from the rows by peer key."""
         return []
 
+    def tables(self, rows: list[Row]) -> list[tuple[str, list[Column], list[Row]]]:
+        """The result tables: (title, columns, rows); one untitled table by default."""
+        return [("", self.columns, rows)]
+
 
 def measure(mode: Mode, peer: Peer, backend: Running) -> Row:
     """Start, check and load one peer; never raises but for Ctrl-C."""

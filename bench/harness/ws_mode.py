@@ -54,11 +54,16 @@ def _node_env() -> dict[str, str]:
     return child_env(NODE_PATH=str(install.ensure_ws()))
 
 
-def run_client(name: str, url: str, connections: int, size: int, seconds: float) -> WsResult:
-    """Run C{load-client.js}; L{TargetFailed} when it fails or no echo came back."""
+def run_client(name: str, url: str, connections: int, size: int, seconds: float,
+               headers: dict[str, str] | None = None) -> WsResult:
+    """Run C{load-client.js}, its handshakes carrying C{headers} (e.g. a login cookie);
+    L{TargetFailed} when it fails or no echo came back."""
+    env = _node_env()
+    if headers:
+        env["BENCH_WS_HEADERS"] = json.dumps(headers)
     status, output = run_bounded(
         name, ["node", str(WS_DIR / "load-client.js"), url, str(connections), str(size),
-               f"{seconds:g}"], timeout=seconds + 60, env=_node_env())
+               f"{seconds:g}"], timeout=seconds + 60, env=env)
     line = next((line for line in output.splitlines() if line.startswith("BENCH-JSON ")), None)
     raw = json.loads(line.removeprefix("BENCH-JSON ")) if line else {}
     if status != 0 or not line or "error" in raw:

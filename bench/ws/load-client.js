@@ -3,13 +3,15 @@
 // Opens CONNECTIONS sockets, then on each one sends a message of MESSAGE_BYTES random bytes,
 // waits for its echo, checks it byte for byte, and sends the next (ping-pong) until SECONDS
 // have passed. Prints one line `BENCH-JSON {...}` with the counts and round-trip times.
-// Needs the npm `ws` package on NODE_PATH.
+// Needs the npm `ws` package on NODE_PATH. BENCH_WS_HEADERS, a JSON object, adds headers to
+// every handshake (the Hub mode's login cookie).
 'use strict';
 
 const crypto = require('crypto');
 const WebSocket = require('ws');
 
 const CONNECT_TIMEOUT_MS = 15000;
+const HEADERS = JSON.parse(process.env.BENCH_WS_HEADERS || '{}');
 
 function report(fields) {
   process.stdout.write(`BENCH-JSON ${JSON.stringify(fields)}\n`);
@@ -22,7 +24,9 @@ function percentile(sorted, p) {
 
 function connect(url) {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20 });
+    const socket = new WebSocket(url, {
+      perMessageDeflate: false, maxPayload: 64 << 20, headers: HEADERS,
+    });
     socket.binaryType = 'nodebuffer';
     socket.once('open', () => resolve(socket));
     socket.once('error', reject);
