@@ -25,6 +25,7 @@ from hubtwist.proxy.upstream import UpstreamPool
 from hubtwist.proxy.websocket import WebSocketBridge
 from hubtwist.router import Router
 from hubtwist.supervise import Guardian, shared_guardian, supervisor_for
+from hubtwist.web.api import CorsFront
 
 log = Logger(namespace="hubtwist")
 
@@ -67,6 +68,7 @@ class Running:
         end its clients' WebSockets with the app's connection (1011, or no close at all).
         """
         await DeferredList([port.stopListening() for port in self.ports])
+        self.router.api.close()  # the log streams of api/servers/NAME/logs
         upgrades = self.forwarder.upgrades
         if isinstance(upgrades, WebSocketBridge):
             await upgrades.close_all()
@@ -90,12 +92,18 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
     forwarder = Forwarder(reactor, UpstreamPool(reactor, stall_timeout=config.stall_timeout),
                           upgrades=WebSocketBridge(reactor))
     router = Router(config, keepers, forwarder)
+    auth = auth or resolve_auth({}, config)
+    router.api.configure(clock=reactor, auth=auth)
     protection = await protect(
-        reactor, router, config, auth or resolve_auth({}, config),
+        reactor, router, config, auth,
         activity=lambda: [keeper.last_activity
                           for keeper in [*keepers.values(), *router.port_keepers()]],
         open_paths=router.open_paths)
-    site = StreamingSite(protection.resource, max_body_size=config.max_body_size,
+    resource = protection.resource
+    if config.cors_allow_origins:
+        # In front of the gate: a browser's preflight carries no credentials.
+        resource = CorsFront(resource, router.own_root + b"api", config.cors_allow_origins)
+    site = StreamingSite(resource, max_body_size=config.max_body_size,
                          head_timeout=config.head_timeout)
     site.noisy = False  # no "Starting factory" line per listen
     # twisted.web formats a combined-log line for every request even when nothing keeps

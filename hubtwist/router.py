@@ -65,8 +65,11 @@ class Router(Resource):
             self._default = Route.for_server(keeper, self._base, keeper.config, config.base_url)
         self.own_root = self._base if self._default is None else self._base + OWN_SEGMENT + b"/"
         forwarder.own_root = self.own_root  # the progress page polls the own routes
-        # hubtwist's version, for health checks and the Hub's readiness probe: no login
-        self.open_paths = frozenset({self.own_root + b"api", self.own_root + b"api/"})
+        # hubtwist's version (the Hub's readiness probe asks it) and the liveness probe:
+        # no login. api/ready is not open: it tells which apps are down.
+        self.open_paths = frozenset({self.own_root + b"api", self.own_root + b"api/",
+                                     self.own_root + b"api/health"})
+        self.api = self._pages.api  # hubtwist.app configures it and closes its streams
         self._proxy_ports = (config.proxy_ports if config.proxy_ports is not None
                              else self._default is None)
         self._allowed_hosts = {h.lower().strip("[]") for h in config.proxy_allowed_hosts}

@@ -532,6 +532,16 @@ class Config:
         kinds.StrList(non_empty_items=True), ("localhost", "127.0.0.1", "::1"),
         "Hosts that `/proxy/HOST:PORT/` may reach.",
     )
+    cors_allow_origins: tuple[str, ...] = setting(
+        kinds.ListOf(kinds.Str(
+            pattern=r"\*|https?://[^/\s?#]+",
+            pattern_text="`*` or an origin such as `https://example.org:8443` (scheme, host, "
+            "optional port; no path)")), (),
+        "Origins whose pages may call hubtwist's API (`api/...`) from the browser (CORS). An "
+        "origin listed by name may send credentials; `*` lets any page read without "
+        "credentials (never both for one request). Empty: no cross-origin access. The apps' "
+        "own paths are not affected.",
+    )
     max_body_size: int = setting(
         kinds.Int(0), 0, "Largest request body in bytes (413 beyond it); 0 = unlimited."
     )

@@ -1,11 +1,14 @@
-"""The last lines an app wrote, kept for error pages and the API."""
+"""The last lines an app wrote, kept for error pages and the API, and followed live."""
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterator
+from typing import Callable, Iterator
 
 import attrs
+from twisted.logger import Logger
+
+log = Logger(namespace="hubtwist.supervise")
 
 
 @attrs.frozen
@@ -16,13 +19,40 @@ class LogLine:
 
 
 class LogRing:
-    """A bounded ring of L{LogLine}s (200 by default); the oldest are dropped first."""
+    """
+    A bounded ring of L{LogLine}s (200 by default); the oldest are dropped first. Followers
+    (L{follow}) are called with every line appended from then on.
+    """
 
     def __init__(self, size: int = 200) -> None:
         self._lines: deque[LogLine] = deque(maxlen=size)
+        self._followers: list[Callable[[LogLine], None]] = []
+        self.total = 0  # lines appended so far: the last line's number (the first is 1)
 
     def append(self, line: LogLine) -> None:
         self._lines.append(line)
+        self.total += 1
+        for follower in list(self._followers):
+            try:
+                follower(line)
+            except Exception:
+                # A broken follower (an API stream) must not break reading the app's output.
+                log.failure("A log follower failed; it follows no more")
+                self.unfollow(follower)
+
+    def follow(self, follower: Callable[[LogLine], None]) -> Callable[[], None]:
+        """Call C{follower} with each new line; returns the function that stops it."""
+        self._followers.append(follower)
+        return lambda: self.unfollow(follower)
+
+    def unfollow(self, follower: Callable[[LogLine], None]) -> None:
+        if follower in self._followers:
+            self._followers.remove(follower)
+
+    @property
+    def followers(self) -> int:
+        """How many followers there are (streams that have not ended)."""
+        return len(self._followers)
 
     def __iter__(self) -> Iterator[LogLine]:
         return iter(list(self._lines))
@@ -32,7 +62,14 @@ class LogRing:
 
     def tail(self, count: int | None = None) -> list[LogLine]:
         lines = list(self._lines)
-        return lines if count is None else lines[-count:]
+        return lines if count is None else lines[-count:] if count else []
+
+    def numbered(self, after: int = 0) -> list[tuple[int, LogLine]]:
+        """The kept lines numbered after C{after} (see C{total}), each with its number:
+        a follower that reconnects asks for what it has not seen yet."""
+        first = self.total - len(self._lines) + 1
+        return [(first + index, line) for index, line in enumerate(self._lines)
+                if first + index > after]
 
 
 class LineSplitter:

@@ -3,17 +3,20 @@ The supervisor of one app: a small state machine around one process group.
 
 Callers use three things: L{Supervisor.ensure_running} (a Deferred of the app's
 L{BackendAddress}, shared by every caller while a start is under way), L{Supervisor.stop},
-and the read-only status (C{state}, C{logs}, C{address}, C{last_activity}).
+and the read-only status (C{state}, C{logs}, C{address}, C{last_activity}, C{uptime},
+C{last_exit}). An operator's controls are L{Supervisor.start} and L{Supervisor.restart}.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
 import time
 from typing import Callable
 
+import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
@@ -56,6 +59,22 @@ class ServerUnavailable(Exception):
         self.retry_after = retry_after
         self.logs = logs
         super().__init__(f"{name}: {reason}")
+
+
+@attrs.frozen
+class ExitStatus:
+    """How the app's last process ended: C{code} or C{signal} (a name such as C{"SIGKILL"}),
+    when (C{time}, seconds since the epoch), after how long (C{uptime}), and whether
+    hubtwist stopped it on purpose (C{stopped})."""
+
+    code: int | None
+    signal: str | None
+    time: float
+    uptime: float
+    stopped: bool
+
+    def describe(self) -> str:
+        return f"killed by signal {self.signal}" if self.signal else f"exited with status {self.code}"
 
 
 class _Run:
@@ -126,6 +145,7 @@ class Supervisor:
         self.address: BackendAddress | None = None
         self.last_activity: float | None = None
         self.restarts = 0
+        self.last_exit: ExitStatus | None = None
         self._reactor = reactor
         self._guardian = guardian
         self._uniform = uniform
@@ -145,6 +165,13 @@ class Supervisor:
     def pid(self) -> int | None:
         """The app's pid (and process group id) while it runs."""
         return self._run.pid if self._run is not None else None
+
+    @property
+    def uptime(self) -> float | None:
+        """Seconds since the app's current process started (C{None} when none runs)."""
+        if self._run is None:
+            return None
+        return max(0.0, self._reactor.seconds() - self._run.started_at)
 
     # -- public surface -------------------------------------------------------------------
 
@@ -189,6 +216,27 @@ class Supervisor:
         runs = [self._run, *self._dying] if self._run is not None else list(self._dying)
         DeferredList([run.group_gone for run in runs]).addCallback(lambda _: self._finish_stop())
         return self._chain(stopped)
+
+    def start(self) -> Deferred:
+        """
+        An operator's start (the API's control): like L{ensure_running}, but at once — a
+        FATAL app is tried again without waiting out C{backoff_max}, a restart waiting in
+        BACKOFF happens now, and an app being stopped is started again once it is gone.
+        """
+        if self.state is State.STOPPING:
+            started: Deferred = self._chain(self._stopped)
+            return started.addCallback(lambda _: self.start())
+        if self.state is State.FATAL:
+            self._fatal_at = -math.inf  # ensure_running then starts it with a clean count
+        elif self.state is State.BACKOFF and self._restart_call is not None \
+                and self._restart_call.active():
+            self._restart_call.cancel()
+            self._restart()
+        return self.ensure_running()
+
+    def restart(self) -> Deferred:
+        """Stop the app (whole process group), then L{start} it; a Deferred of its address."""
+        return self.stop().addCallback(lambda _: self.start())
 
     def touch(self, when: float | None = None) -> None:
         """Record activity (a proxied request or message) at C{when} (default: now)."""
@@ -301,7 +349,11 @@ class Supervisor:
         run.exited = True
         self._run = None
         self._dying.add(run)
-        how = f"killed by signal {signal.Signals(signum).name}" if signum else f"exited with status {code}"
+        uptime = self._reactor.seconds() - run.started_at
+        self.last_exit = ExitStatus(
+            code=code, signal=signal.Signals(signum).name if signum else None,
+            time=time.time(), uptime=uptime, stopped=self.state is State.STOPPING)
+        how = self.last_exit.describe()
         # The leader is gone; the rest of its group (grandchildren) follows it.
         self._terminate(run)
         if self.state is State.STOPPING:
@@ -310,7 +362,6 @@ class Supervisor:
         if self._readiness is not None:
             self._readiness.cancel()
             self._readiness = None
-        uptime = self._reactor.seconds() - run.started_at
         if policy.run_was_healthy(uptime, self.config.min_uptime) and self._start_error is None:
             self._failures = 0
         failed = (self.state is State.STARTING or self._start_error is not None
@@ -450,6 +501,8 @@ class ExternalServer:
     state = State.RUNNING
     pid = None
     restarts = 0
+    uptime = None
+    last_exit = None
 
     def __init__(self, name: str, config: ServerConfig, address: BackendAddress | None = None) -> None:
         self.name = name

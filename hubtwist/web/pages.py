@@ -1,14 +1,12 @@
 """
-hubtwist's own pages: the JSON API (C{api}, C{api/servers}, C{api/servers/NAME}), the
-launcher page listing the apps (L{hubtwist.web.launcher}) and what the pages load
-(C{_pages/...}: icons, the progress page's state; a segment no app name can take, as names
-start with a letter or digit).
+hubtwist's own pages: the launcher page listing the apps (L{hubtwist.web.launcher}), what
+the pages load (C{_pages/...}: icons, the progress page's state; a segment no app name can
+take, as names start with a letter or digit), and the dispatch to the JSON API
+(L{hubtwist.web.api}, which also has the operator's controls).
 """
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Mapping
 
 from twisted.web.server import NOT_DONE_YET
@@ -16,34 +14,8 @@ from twisted.web.server import NOT_DONE_YET
 from hubtwist import __version__
 from hubtwist.config.schema import OWN_SEGMENT, Config
 from hubtwist.proxy.errors import send_error
+from hubtwist.web.api import Api
 from hubtwist.web.launcher import render_launcher, send_icon, send_progress_status
-
-
-def server_status(name: str, keeper, url: str, *, with_logs: bool = False) -> dict:
-    """One app's status as the API shows it."""
-    address = keeper.address
-    status = {
-        "name": name,
-        "url": url,
-        "state": keeper.state.value,
-        "pid": keeper.pid,
-        "restarts": keeper.restarts,
-        "address": address.describe() if address is not None else None,
-        "last_activity": _iso(keeper.last_activity),
-        "external": keeper.config.is_external,
-    }
-    if with_logs:
-        status["logs"] = [
-            {"time": _iso(line.time), "stream": line.stream, "text": line.text}
-            for line in keeper.logs
-        ]
-    return status
-
-
-def _iso(stamp: float | None) -> str | None:
-    if stamp is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp % 1 * 1e6):06d}Z"
 
 
 class OwnPages:
@@ -52,6 +24,7 @@ class OwnPages:
     def __init__(self, config: Config, keepers: Mapping[str, object]) -> None:
         self._config = config
         self._keepers = keepers
+        self.api = Api(config, keepers)
 
     def _url(self, name: str) -> str:
         return f"{self._config.base_url}{name}/"
@@ -67,26 +40,10 @@ class OwnPages:
             return self.render_page_parts(request, rest)
         return self.render_not_found(request)
 
-    def render_api(self, request, rest: bytes) -> bytes:
-        """C{rest} is the path below the own routes' root, starting with C{api}."""
-        parts = [p for p in rest.decode("latin-1").split("/") if p]
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        if request.method not in (b"GET", b"HEAD"):
-            request.setResponseCode(405)
-            request.setHeader(b"allow", b"GET, HEAD")
-            return _json({"error": "hubtwist's API is read-only: use GET"})
-        if parts == ["api"]:
-            return _json({"version": __version__, "name": "hubtwist"})
-        if parts == ["api", "servers"]:
-            return _json({"servers": [
-                server_status(name, keeper, self._url(name)) for name, keeper in self._keepers.items()
-            ]})
-        if len(parts) == 3 and parts[:2] == ["api", "servers"] and parts[2] in self._keepers:
-            name = parts[2]
-            return _json(server_status(name, self._keepers[name], self._url(name), with_logs=True))
-        request.setResponseCode(404)
-        return _json({"error": f"no such API path: {request.path.decode('latin-1')}"})
+    def render_api(self, request, rest: bytes):
+        """C{rest} is the path below the own routes' root, starting with C{api}: the JSON
+        API (L{hubtwist.web.api})."""
+        return self.api.render(request, rest)
 
     @property
     def own_root(self) -> str:
@@ -127,7 +84,3 @@ class OwnPages:
                    f"Nothing is served at {request.path.decode('latin-1')}. "
                    f"The apps are listed at {self.own_root}.")
         return NOT_DONE_YET
-
-
-def _json(value: object) -> bytes:
-    return json.dumps(value).encode()
