@@ -1,6 +1,7 @@
 """
 hubtwist's own pages: the JSON API (C{api}, C{api/servers}, C{api/servers/NAME}) and the
-launcher page listing the apps. They read the keepers' status; they never change it.
+launcher page listing the apps. They read the keepers' status; only C{POST api/reload}
+(when the configuration can be re-read) changes anything, through a callback.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import html
 import json
 import time
 from typing import Mapping
+
+from twisted.web.server import NOT_DONE_YET
 
 from hubtwist import __version__
 from hubtwist.config.schema import Config
@@ -47,6 +50,9 @@ class OwnPages:
     def __init__(self, config: Config, keepers: Mapping[str, object]) -> None:
         self._config = config
         self._keepers = keepers
+        # POST api/reload: a callable returning a Deferred of (HTTP status, JSON-able
+        # answer); None when this hubtwist cannot reload (no configuration to re-read).
+        self.reload = None
 
     def _url(self, name: str) -> str:
         return f"{self._config.base_url}{name}/"
@@ -65,6 +71,8 @@ class OwnPages:
         parts = [p for p in rest.decode("latin-1").split("/") if p]
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
+        if parts == ["api", "reload"] and self.reload is not None:
+            return self._render_reload(request)
         if request.method not in (b"GET", b"HEAD"):
             request.setResponseCode(405)
             request.setHeader(b"allow", b"GET, HEAD")
@@ -80,6 +88,24 @@ class OwnPages:
             return _json(server_status(name, self._keepers[name], self._url(name), with_logs=True))
         request.setResponseCode(404)
         return _json({"error": f"no such API path: {request.path.decode('latin-1')}"})
+
+    def _render_reload(self, request):
+        """C{POST api/reload}: re-read the configuration (behind the same authentication as
+        every own route but C{api})."""
+        if request.method != b"POST":
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"POST")
+            return _json({"error": "use POST to reload the configuration"})
+
+        def answer(result) -> None:
+            status, body = result
+            if not request.finished and not getattr(request, "_disconnected", False):
+                request.setResponseCode(status)
+                request.write(_json(body))
+                request.finish()
+
+        self.reload().addCallback(answer)
+        return NOT_DONE_YET
 
     def render_launcher(self, request) -> bytes:
         """The landing page: one entry per app with a launcher entry."""
