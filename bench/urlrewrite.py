@@ -24,7 +24,21 @@ _BLOCK = (
 )
 
 
-def page(size: int) -> bytes:
+# A more ordinary page: mostly markup without root-absolute URLs (class attributes,
+# relative and absolute links, text), one root-absolute link per block of ~1 KB.
+_PLAIN_BLOCK = (
+    b'<div class="row"><div class="col-md-6 item"><span class="badge">%d</span>\n'
+    b'<h3 id="item-%d">Item title</h3><p class="lead">Sed ut perspiciatis unde omnis iste '
+    b"natus error sit voluptatem accusantium doloremque laudantium, totam rem aperiam, eaque "
+    b'ipsa quae ab illo inventore veritatis et quasi architecto beatae vitae.</p>\n'
+    b'<ul class="list"><li><a href="details/%d.html">details</a></li><li><a '
+    b'href="https://example.org/x">elsewhere</a></li><li><a href="/items/%d">item</a></li>'
+    b"</ul>\n<table class=table><tr><td>a</td><td>b</td><td>c</td></tr><tr><td>d</td>"
+    b"<td>e</td><td>f</td></tr></table></div></div>\n"
+)
+
+
+def page(size: int, block: bytes = _BLOCK) -> bytes:
     head = (b'<!doctype html><html><head><link rel="stylesheet" href="/static/app.css">'
             b"<style>body{background:url(/static/bg.png)}</style>"
             b'<script src="/static/app.js"></script><script>var x = "/api/y";</script>'
@@ -32,9 +46,8 @@ def page(size: int) -> bytes:
     blocks, index = [head], 0
     total = len(head)
     while total < size:
-        block = _BLOCK % ((index,) * 5)
-        blocks.append(block)
-        total += len(block)
+        blocks.append(filled := block % ((index,) * block.count(b"%d")))
+        total += len(filled)
         index += 1
     return b"".join(blocks)[:size]
 
@@ -56,6 +69,11 @@ def main() -> None:
     seconds = run(html, "html")
     links = html.count(b'="/')
     print(f"HTML: {seconds / 8 * 1000:.1f} ms CPU per MiB ({8 / seconds:.0f} MiB/s), "
+          f"{links / 8:.0f} root-absolute URLs per MiB")
+    ordinary = page(8 * MiB, _PLAIN_BLOCK)
+    seconds = run(ordinary, "html")
+    links = ordinary.count(b'="/')
+    print(f"ordinary HTML: {seconds / 8 * 1000:.1f} ms CPU per MiB ({8 / seconds:.0f} MiB/s), "
           f"{links / 8:.0f} root-absolute URLs per MiB")
     text = page(8 * MiB).replace(b"<", b"(")  # the same bytes with no markup: the floor
     seconds = run(text, "html")
