@@ -172,3 +172,24 @@ def test_only_insertions_of_the_prefix(body):
     out = html(body)
     assert len(out) >= len(body)
     assert (len(out) - len(body)) % (len(P) - 1) == 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(_bodies)
+@example(b'<a class=x href="/y">')
+@example(b'<p title="u=/x">')
+@example(b"<img srcset='a.png 1x, /b.png 2x'>")
+@example(b'<div style="background:url(/x)">')
+def test_the_fast_path_skips_only_tags_that_cannot_change(body):
+    """The one-match skip of plain text and tags (urlrewrite._PLAIN) gives the result of
+    looking at every tag."""
+    import re
+
+    from hubtwist.proxy import urlrewrite
+
+    fast = html(body)
+    plain, urlrewrite._PLAIN = urlrewrite._PLAIN, re.compile(rb"[^<]*+")
+    try:
+        assert html(body) == fast
+    finally:
+        urlrewrite._PLAIN = plain
