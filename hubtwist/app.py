@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+from typing import Callable
 
-from twisted.internet.defer import DeferredList
+import attrs
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -45,11 +48,62 @@ def build_keepers(config: Config, reactor, guardian: Guardian) -> dict:
     return keepers
 
 
+# What a reload applies: the servers (and nothing else; see plan_reload).
+_LIVE_KEYS = frozenset({"servers"})
+
+
+@attrs.frozen
+class ReloadPlan:
+    """What a reload changes (L{plan_reload}): server names, and the top-level keys that
+    changed but need a restart (ignored until then). C{config} is what then runs: the new
+    servers with every other key as it was."""
+
+    config: Config
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    needs_restart: tuple[str, ...]
+
+    def summary(self) -> dict:
+        """The reload's JSON answer."""
+        return {"added": list(self.added), "removed": list(self.removed),
+                "changed": list(self.changed), "unchanged": list(self.unchanged),
+                "needs_restart": list(self.needs_restart)}
+
+
+def plan_reload(old: Config, new: Config) -> ReloadPlan:
+    """
+    Compare the running configuration with a newly read one. Only C{servers} applies
+    live; a change to any other key (listen addresses, base URL, authentication, Hub
+    settings, default_server...) is listed in C{needs_restart} and otherwise ignored.
+    Raises L{ConfigError} when the new servers cannot run with the old other keys (the
+    default server removed).
+    """
+    needs_restart = tuple(field.name for field in attrs.fields(Config)
+                          if field.name not in _LIVE_KEYS
+                          and getattr(old, field.name) != getattr(new, field.name))
+    if old.default_server is not None and old.default_server not in new.servers:
+        raise ConfigError("default_server", f"the server {old.default_server!r} serves the "
+                          "base URL and cannot be removed without a restart of hubtwist")
+    config = attrs.evolve(old, servers=new.servers)
+    before, after = old.servers, new.servers
+    return ReloadPlan(
+        config,
+        added=tuple(name for name in after if name not in before),
+        removed=tuple(name for name in before if name not in after),
+        changed=tuple(name for name in after if name in before and before[name] != after[name]),
+        unchanged=tuple(name for name in after if name in before and before[name] == after[name]),
+        needs_restart=needs_restart)
+
+
 class Running:
     """A serving hubtwist: its listening ports, keepers and site. L{stop} undoes L{serve}."""
 
     def __init__(self, config, keepers, ports, forwarder, site, router,
-                 protection: Protection | None = None, lean: LeanFactory | None = None) -> None:
+                 protection: Protection | None = None, lean: LeanFactory | None = None,
+                 reactor=None, guardian: Guardian | None = None,
+                 load: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.keepers = keepers
         self.ports = ports
@@ -58,6 +112,91 @@ class Running:
         self.router = router
         self.protection = protection
         self.lean = lean
+        self.reactor = reactor
+        self.guardian = guardian
+        # How the configuration is read again (SIGHUP, POST api/reload): the command
+        # line's own path from its flags to a Config (hubtwist.cli.configure).
+        self.load = load
+        self._reloading = DeferredLock()
+
+    async def reload(self) -> dict:
+        """
+        Read the configuration again (L{load}) and apply it (L{apply}). A configuration
+        that does not load is rejected: its error is logged as the command line prints it
+        and the running one is kept. Returns the answer of C{POST api/reload}: what was
+        added, removed, changed, or C{{"error": ...}}.
+        """
+        if self.load is None:
+            return {"error": "this hubtwist has no configuration file to reload"}
+        try:
+            new = self.load()
+        except ConfigError as error:
+            log.error("Configuration not reloaded (the running one is kept): hubtwist: {error}",
+                      error=str(error))
+            return {"error": str(error)}
+        return await self.apply(new)
+
+    async def apply(self, new: Config) -> dict:
+        """Apply configuration C{new} live (see L{plan_reload}); one reload at a time."""
+        await self._reloading.acquire()
+        try:
+            return await self._apply(new)
+        finally:
+            self._reloading.release()
+
+    async def _apply(self, new: Config) -> dict:
+        try:
+            plan = plan_reload(self.config, new)
+            # Every new keeper is built before anything changes: a user that does not
+            # exist rejects the whole reload.
+            fresh = build_keepers(
+                attrs.evolve(plan.config, servers={name: plan.config.servers[name]
+                                                   for name in (*plan.added, *plan.changed)}),
+                self.reactor, self.guardian)
+        except ConfigError as error:
+            log.error("Configuration not reloaded (the running one is kept): hubtwist: {error}",
+                      error=str(error))
+            return {"error": str(error)}
+        for key in plan.needs_restart:
+            log.warn("Reload: {key} changed; that takes a restart of hubtwist (ignored until "
+                     "then)", key=key)
+        self.config = plan.config
+        router, keepers = self.router, self.keepers
+        # Removed and changed servers: their routes go (or wait for the new keeper) and
+        # their process groups are stopped; the others, and their connections, stay.
+        for name in plan.removed:
+            router.remove_server(name)
+        # A changed server keeps its old route until the new keeper replaces it: requests
+        # meanwhile get the stopping app's 503 ("being stopped"), not a 404.
+        old = [keepers.pop(name) for name in (*plan.removed, *plan.changed)]
+        await DeferredList([keeper.stop() for keeper in old])
+        for name, keeper in fresh.items():
+            keepers[name] = keeper
+            router.put_server(name, keeper)
+            if keeper.config.autostart and not keeper.config.is_external:
+                keeper.ensure_running().addErrback(
+                    lambda failure, name=name: log.warn("[{server}] autostart failed: {why}",
+                                                        server=name, why=failure.getErrorMessage()))
+        summary = plan.summary()
+        log.info("Reloaded: added {added}, removed {removed}, changed {changed}",
+                 added=", ".join(plan.added) or "none", removed=", ".join(plan.removed) or "none",
+                 changed=", ".join(plan.changed) or "none")
+        return summary
+
+    def _reload_answer(self) -> Deferred:
+        """For C{POST api/reload}: (status, answer)."""
+        def status(answer: dict):
+            return (400 if "error" in answer else 200), answer
+        return Deferred.fromCoroutine(self.reload()).addCallback(status)
+
+    def reload_on_sighup(self) -> None:
+        """Reload when the process gets SIGHUP (the handler only wakes the reactor up)."""
+        def reload() -> None:
+            log.info("SIGHUP: reloading the configuration")
+            Deferred.fromCoroutine(self.reload()).addErrback(
+                lambda failure: log.failure("Reload failed", failure))
+
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: self.reactor.callFromThread(reload))
 
     async def stop(self) -> None:
         """
@@ -79,13 +218,14 @@ class Running:
 
 
 async def serve(reactor, config: Config, guardian: Guardian | None = None,
-                auth: AuthPlan | None = None) -> Running:
+                auth: AuthPlan | None = None, load: Callable[[], Config] | None = None) -> Running:
     """
     Listen on every C{config.listen} endpoint and serve the apps; autostart the eager ones.
 
     C{auth} says how requests are authenticated (the command line resolves it from flags and
     the environment); without it, only the configuration counts: the Hub gate when C{[hub]}
     names an API URL and token, the token gate when C{token} is set, else no gate.
+    C{load} reads the configuration again, for reloads (L{Running.reload}).
     """
     guardian = guardian or shared_guardian(reactor)
     keepers = build_keepers(config, reactor, guardian)
@@ -137,7 +277,11 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
             keeper.ensure_running().addErrback(
                 lambda failure, name=name: log.warn("[{server}] autostart failed: {why}",
                                                     server=name, why=failure.getErrorMessage()))
-    return Running(config, keepers, ports, forwarder, site, router, protection, lean)
+    running = Running(config, keepers, ports, forwarder, site, router, protection, lean,
+                      reactor, guardian, load)
+    if load is not None:
+        router.on_reload(running._reload_answer)
+    return running
 
 
 FULL_COLLECTION_EVERY = 60.0
@@ -190,13 +334,17 @@ class ListenError(Exception):
     """A listen endpoint could not be opened (port in use, bad description, permissions)."""
 
 
-async def run(reactor, config: Config, auth: AuthPlan | None = None) -> None:
-    """Serve until the reactor is stopped (SIGTERM/SIGINT), then stop every app first."""
+async def run(reactor, config: Config, auth: AuthPlan | None = None,
+              load: Callable[[], Config] | None = None) -> None:
+    """Serve until the reactor is stopped (SIGTERM/SIGINT), then stop every app first.
+    With C{load}, SIGHUP and C{POST api/reload} read the configuration again."""
     from hubtwist import systemd
 
     log.info("hubtwist {version} starting (pid {pid})", version=__version__, pid=os.getpid())
     systemd.take_notify_socket()
-    running = await serve(reactor, config, auth=auth)
+    running = await serve(reactor, config, auth=auth, load=load)
+    if load is not None:
+        running.reload_on_sighup()
     collecting = _tune_garbage_collector(reactor)
     if auth is not None and auth.token_generated:
         _announce_token(running, auth.token)

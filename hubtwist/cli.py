@@ -439,6 +439,34 @@ def plan_auth(args: argparse.Namespace, config, environ=os.environ):
     return plan, config
 
 
+def configure(args: argparse.Namespace, command: list[str]):
+    """The mode, authentication and effective L{Config} from the flags: what hubtwist
+    starts with, and (the config) what a reload reads again (L{reloader})."""
+    return plan_auth(args, build_config(args, command))
+
+
+def reloader(args: argparse.Namespace, command: list[str]):
+    """
+    What SIGHUP and C{POST api/reload} call to read the configuration again: the start's
+    own path (L{configure}), with the same root check; raises L{ConfigError} like the start
+    (logged, and the running configuration kept). C{None} without C{--config}: nothing to
+    re-read.
+    """
+    from hubtwist.config import ConfigError
+
+    if not args.config:
+        return None
+
+    def load():
+        config = configure(args, command)[1]
+        refusal = refuse_root_apps(args, config, os.environ, os.geteuid())
+        if refusal:
+            raise ConfigError("", refusal, source=args.config)
+        return config
+
+    return load
+
+
 def _fail(message: str) -> None:
     print(f"hubtwist: {message}", file=sys.stderr)
     sys.exit(USAGE_ERROR)
@@ -584,8 +612,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         args, command = parse_argv(argv)
-        config = build_config(args, command)
-        plan, config = plan_auth(args, config)
+        plan, config = configure(args, command)
     except ConfigError as error:
         _fail(str(error))
 
@@ -635,15 +662,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             Logger(namespace="hubtwist").warn(
                 "Apps run as root (--allow-root): {names}", names=", ".join(root_apps))
-    task.react(_react_main, [config, plan])
+    task.react(_react_main, [config, plan, reloader(args, command)])
 
 
-async def _react_main(reactor, config, plan=None) -> None:
+async def _react_main(reactor, config, plan=None, load=None) -> None:
     from hubtwist.app import ListenError, run
     from hubtwist.config import ConfigError
 
     try:
-        await run(reactor, config, plan)
+        await run(reactor, config, plan, load)
     except (ConfigError, ListenError) as error:
         print(f"hubtwist: {error}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR if isinstance(error, ConfigError) else 1) from None

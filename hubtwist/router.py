@@ -77,6 +77,26 @@ class Router(Resource):
         # Ports hubtwist itself listens on: /proxy/<own port>/ would loop back into itself.
         self.own_ports: set[int] = set()
 
+    def put_server(self, name: str, keeper) -> None:
+        """Route C{NAME/} (and the base URL, for the default server) to C{keeper} from
+        now on: a server added or changed by a reload. Requests already on their way keep
+        the route they were given."""
+        route = Route.for_server(keeper, self._base + name.encode() + b"/", keeper.config,
+                                 self._config.base_url)
+        self._routes[name.encode()] = route
+        if name == self._config.default_server:
+            self._default = Route.for_server(keeper, self._base, keeper.config,
+                                             self._config.base_url)
+
+    def remove_server(self, name: str) -> None:
+        """Stop routing C{NAME/} (a server removed by a reload): 404 from now on. (The
+        default server cannot be removed without a restart; see L{hubtwist.app}.)"""
+        self._routes.pop(name.encode(), None)
+
+    def on_reload(self, callback) -> None:
+        """Serve C{POST api/reload} with C{callback} (see L{OwnPages.render_api})."""
+        self._pages.reload = callback
+
     def port_keepers(self) -> list:
         """The keepers of the C{/proxy/PORT/} targets used so far (their activity counts
         as the user's, as in jupyter-server-proxy)."""

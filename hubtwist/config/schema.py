@@ -215,6 +215,14 @@ class ServerConfig:
         "`port` and `path`), as import paths (or themselves in a Python configuration). "
         "Responses of such a server are buffered.",
     )
+    rewrite_urls: bool = setting(
+        kinds.Bool(), False,
+        "For apps that do not know their prefix: root-absolute URLs in their HTML and CSS "
+        "(`href=\"/x\"`, `src`, `action`, `srcset`, `url(/x)`, `<base href>`, a refresh "
+        "`<meta>`) are rewritten under the app's public prefix, as the response streams. "
+        "The app is asked for uncompressed responses; URLs in JavaScript and JSON are not "
+        "rewritten. See docs/architecture.md.",
+    )
     update_last_activity: bool = setting(
         kinds.Bool(), True, "Count requests to this app as user activity."
     )

@@ -29,6 +29,7 @@ from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.progress import PROGRESS_GRACE, send_progress_page, wants_progress_page
 from hubtwist.proxy.rewritable import ResponseHeaders, RewritableResponse, apply_rewriters
 from hubtwist.proxy.http1 import strip_hop_by_hop
+from hubtwist.proxy.urlrewrite import UrlRewriter, body_kind
 from hubtwist.proxy.upstream import (
     DEFAULT_LIMITS, BackendBusy, BackendLimits, UpstreamError, UpstreamPool, UpstreamResponse,
 )
@@ -138,7 +139,7 @@ class _Exchange(Relaying):
     """One proxied request: waiting for the app, the upstream request, the relay."""
 
     __slots__ = ("forwarder", "request", "route", "client_gone", "pending", "flow", "target",
-                 "timed_out", "delivering", "grace")
+                 "timed_out", "delivering", "grace", "urls")
 
     def __init__(self, forwarder: "Forwarder", request, route: Route) -> None:
         self.forwarder = forwarder
@@ -151,6 +152,7 @@ class _Exchange(Relaying):
         self.timed_out = False
         self.delivering = False  # the response body was handed to deliver()
         self.grace = None  # a page view's wait before it gets the progress page
+        self.urls: UrlRewriter | None = None  # rewrite_urls, for this response
         request.notifyFinish().addErrback(self._client_lost)
 
     def _client_lost(self, _failure) -> None:
@@ -272,11 +274,18 @@ class _Exchange(Relaying):
         out.removeHeader(b"date")
         for name, value in headers:
             out.addRawHeader(name, value)
-        if response.length is not None and request.method != b"HEAD":
+        write = request.write
+        if route.config.rewrite_urls:
+            self.urls = url_rewriter(route, response.code, headers)
+        if self.urls is not None:
+            # The rewritten body's length is known only at its end: sent chunked.
+            urls = self.urls
+            write = lambda data: request.write(urls.feed(data))  # noqa: E731
+        elif response.length is not None and request.method != b"HEAD":
             out.setRawHeaders(b"content-length", [b"%d" % response.length])
         self.delivering = True
         client = request.channel.transport
-        flow = response.deliver(request.write, self.body_done, client, client.abortConnection)
+        flow = response.deliver(write, self.body_done, client, client.abortConnection)
         if request.finished or self.client_gone:
             return  # all delivered already (its connection may serve another request now)
         self.flow = flow
@@ -349,6 +358,8 @@ class _Exchange(Relaying):
             return
         request.unregisterProducer()
         if failure is None:
+            if self.urls is not None:
+                request.write(self.urls.close())
             request.finish()
         else:
             # The app died mid-response: end the client's connection so it sees the
@@ -358,6 +369,31 @@ class _Exchange(Relaying):
 
 def _ignore(*_args) -> None:
     pass
+
+
+def url_rewriter(route: Route, code: int, headers) -> UrlRewriter | None:
+    """
+    The L{UrlRewriter} for a response of a C{rewrite_urls} route, or C{None} when it is
+    passed on untouched: not HTML or CSS, a partial (206) or body-less answer, or
+    compressed (the app was asked for C{identity}, see L{Forwarder.headers_for}; one
+    that compresses all the same is not decoded).
+    """
+    if code in (204, 206, 304) or code < 200 or route.prefix == b"/":
+        return None
+    kind = encoded = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"content-type":
+            kind = body_kind(value)
+        elif lower == b"content-encoding" and value.strip().lower() != b"identity":
+            encoded = value
+    if kind is None:
+        return None
+    if encoded is not None:
+        log.debug("[{server}] not rewriting URLs of a {encoding} response",
+                  server=route.keeper.name, encoding=encoded.decode("latin-1"))
+        return None
+    return UrlRewriter(route.prefix, kind)
 
 
 def send_upstream_error(request, failure, route: Route, address: BackendAddress,
@@ -501,6 +537,11 @@ class Forwarder:
                  for value in values]
         pairs += [(name, values[0]) for name, values in forwarded.items()]
         pairs += identity
+        if route.config.rewrite_urls:
+            # The body is rewritten as it streams: ask for it uncompressed.
+            pairs = [(name, value) for name, value in pairs
+                     if name.lower() != b"accept-encoding"]
+            pairs.append((b"Accept-Encoding", b"identity"))
         if not host:
             pairs = [(name, value) for name, value in pairs if name.lower() != b"host"]
             pairs.append((b"Host", address.describe().encode("idna") if address.kind == "tcp" else b"localhost"))

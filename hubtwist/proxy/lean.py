@@ -246,7 +246,11 @@ class LeanChannel(Protocol, TimeoutMixin):
             identity, answer_headers = view.identity_headers, view.response_headers
         path = target.partition(b"?")[0]
         route = self._router.route_for(path)
-        if (route is None or route.rewriters or route.config.raw_socket_proxy
+        # rewrite_urls: twisted.web's path rewrites (a response of unknown length there,
+        # chunked, is what the lean relay would need to learn; the rewriting itself costs
+        # far more than the path).
+        if (route is None or route.rewriters or route.config.rewrite_urls
+                or route.config.raw_socket_proxy
                 or route.keeper.state is not State.RUNNING):
             self._hand_over()
             return

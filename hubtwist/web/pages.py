@@ -2,11 +2,13 @@
 hubtwist's own pages: the launcher page listing the apps (L{hubtwist.web.launcher}), what
 the pages load (C{_pages/...}: icons, the progress page's state; a segment no app name can
 take, as names start with a letter or digit), and the dispatch to the JSON API
-(L{hubtwist.web.api}, which also has the operator's controls).
+(L{hubtwist.web.api}, which also has the operator's controls) and to C{POST api/reload}
+(when the configuration can be re-read, through a callback).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Mapping
 
 from twisted.web.server import NOT_DONE_YET
@@ -25,6 +27,9 @@ class OwnPages:
         self._config = config
         self._keepers = keepers
         self.api = Api(config, keepers)
+        # POST api/reload: a callable returning a Deferred of (HTTP status, JSON-able
+        # answer); None when this hubtwist cannot reload (no configuration to re-read).
+        self.reload = None
 
     def _url(self, name: str) -> str:
         return f"{self._config.base_url}{name}/"
@@ -42,7 +47,11 @@ class OwnPages:
 
     def render_api(self, request, rest: bytes):
         """C{rest} is the path below the own routes' root, starting with C{api}: the JSON
-        API (L{hubtwist.web.api})."""
+        API (L{hubtwist.web.api}), and C{api/reload} when this hubtwist can reload."""
+        if rest.rstrip(b"/") == b"api/reload" and self.reload is not None:
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"cache-control", b"no-store")
+            return self._render_reload(request)
         return self.api.render(request, rest)
 
     @property
@@ -50,6 +59,24 @@ class OwnPages:
         """Where the own routes live (the rule of L{hubtwist.router})."""
         base = self._config.base_url
         return base if self._config.default_server is None else f"{base}{OWN_SEGMENT}/"
+
+    def _render_reload(self, request):
+        """C{POST api/reload}: re-read the configuration (behind the same authentication as
+        every own route but C{api})."""
+        if request.method != b"POST":
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"POST")
+            return _json({"error": "use POST to reload the configuration"})
+
+        def answer(result) -> None:
+            status, body = result
+            if not request.finished and not getattr(request, "_disconnected", False):
+                request.setResponseCode(status)
+                request.write(_json(body))
+                request.finish()
+
+        self.reload().addCallback(answer)
+        return NOT_DONE_YET
 
     def render_launcher(self, request) -> bytes:
         """The launcher page: one card per app with a launcher entry (L{launcher})."""
@@ -84,3 +111,7 @@ class OwnPages:
                    f"Nothing is served at {request.path.decode('latin-1')}. "
                    f"The apps are listed at {self.own_root}.")
         return NOT_DONE_YET
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value).encode()
