@@ -27,6 +27,7 @@ The hand-over swaps the connection's protocol, a private Twisted member
 from __future__ import annotations
 
 import re
+from time import monotonic
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -82,6 +83,9 @@ class LeanFactory(Factory):
     lean path: C{admit(headers)} returns the headers to forward, or C{None} to leave the
     request to the gate on the ordinary path. C{served} counts the requests the lean path
     answered, C{spliced} the bodies it moved with splice(2) (L{hubtwist.proxy.splicing}).
+    C{record}, when set, is told about every request the lean path answered (metrics, the
+    access log): C{record(server, method, target, code, seconds, bytes_in, bytes_out, user,
+    client, own)}, C{own} when hubtwist answered it itself (an error page).
     """
 
     noisy = False
@@ -93,6 +97,7 @@ class LeanFactory(Factory):
         self.admit = admit
         self.served = 0
         self.spliced = 0
+        self.record = None
 
     def doStart(self) -> None:
         self.site.doStart()
@@ -241,7 +246,9 @@ class LeanChannel(Protocol, TimeoutMixin):
 
     def exchange_done(self, reusable: bool) -> None:
         """The response was sent (C{reusable}) or cut short (the connection is closed)."""
-        self._exchange = None
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.recorded()
         if not reusable or self._close_after:
             self.transport.loseConnection()
             return
@@ -328,7 +335,8 @@ class _LeanExchange(Relaying):
 
     __slots__ = ("channel", "route", "method", "target", "headers", "pending", "flow",
                  "timed_out", "client_gone", "corked", "chunked", "address", "finished",
-                 "startedWriting", "error_code", "error_headers", "delivering")
+                 "startedWriting", "error_code", "error_headers", "delivering", "started",
+                 "public_target", "code", "sent", "own")
 
     def __init__(self, channel: LeanChannel, route, method: bytes, target: bytes,
                  headers) -> None:
@@ -336,7 +344,12 @@ class _LeanExchange(Relaying):
         self.route = route
         self.method = method
         self.target = target
+        self.public_target = target  # the client's (target becomes the app's)
         self.headers = headers
+        self.started = monotonic()
+        self.code = 0  # what the client got (0: nothing yet)
+        self.sent = 0  # body bytes sent to the client
+        self.own = False  # hubtwist answered (an error page)
         self.pending = None
         self.flow = None
         self.timed_out = False
@@ -377,7 +390,17 @@ class _LeanExchange(Relaying):
         self.pending = sending
         sending.addCallbacks(self._response, self._failed)
 
+    def recorded(self) -> None:
+        """Tell the factory's C{record} about this request (once: the exchange is done)."""
+        record = self.channel._lean.record
+        started, self.started = self.started, None
+        if record is not None and started is not None:
+            record(self.route.keeper.name, self.method, self.public_target, self.code or 499,
+                   monotonic() - started, 0, self.sent, None, self.channel._client_host,
+                   self.own)
+
     def client_lost(self) -> None:
+        self.recorded()
         self.client_gone = True
         if self.pending is not None:
             self.pending.cancel()
@@ -396,7 +419,7 @@ class _LeanExchange(Relaying):
         route = self.route
         if route.counts_as_activity(self.target):
             route.keeper.touch()
-        code = response.code
+        code = self.code = response.code
         lines = response_head(code, response.phrase, mapped_headers(self, route, response.headers),
                               end=False)
         no_body = self.method == b"HEAD" or code in _NO_BODY_CODES
@@ -416,6 +439,7 @@ class _LeanExchange(Relaying):
             self.channel.send(b"".join(lines) + response.take_read_ahead())
             if spliceable(transport):
                 self.channel._lean.spliced += 1
+                self.sent = response.length  # if it all arrives (else the count is off)
                 self.flow = response.splice_to(transport, self._spliced)
                 return
             lines = []  # the client did not take it all at once: the ordinary relay
@@ -439,6 +463,7 @@ class _LeanExchange(Relaying):
         self.channel.exchange_done(reusable=failure is None)
 
     def _write(self, data: bytes) -> None:
+        self.sent += len(data)
         if self.chunked:
             data = b"%x\r\n%s\r\n" % (len(data), data)
         if self.corked is not None:
@@ -498,6 +523,9 @@ class _LeanExchange(Relaying):
         if self.channel._close_after:
             lines.append(b"Connection: close\r\n")
         lines += (b"\r\n", b"" if self.method == b"HEAD" else body)
+        self.code = self.error_code
+        self.own = True
+        self.sent = 0 if self.method == b"HEAD" else len(body)
         self.startedWriting = True
         self.channel.send(b"".join(lines))
 
