@@ -17,7 +17,8 @@ from harness import install, report, runner
 from harness.common import TargetFailed, log
 from harness.procs import install_cleanup, stop_all
 
-PEER_KEYS = ("direct", "nginx-proxy", "chp", "jsp", "hubtwist")
+PEER_KEYS = ("direct", "nginx-proxy", "chp", "jsp", "hubtwist", "hubtwist-bare",
+             "hubtwist-metrics", "hubtwist-access")
 
 
 def modes() -> dict[str, tuple[type, type]]:
