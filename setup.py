@@ -26,6 +26,8 @@ setup(
         "autobahn>=24.4",
         "attrs>=23.1",
         "treq>=24.9",
+        # GET metrics: the exposition format (the counting itself is hubtwist's own)
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": [

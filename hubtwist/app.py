@@ -9,18 +9,22 @@ import gc
 import os
 import signal
 from typing import Callable
+from time import monotonic
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 
 from hubtwist import __version__
 from hubtwist.config import Config, ConfigError
 from hubtwist.config.templates import server_prefix
+from hubtwist.counting import OWN_SERVER, Traffic, method_label
 from hubtwist.hub import AuthPlan, resolve_auth
 from hubtwist.hub.compose import Protection, protect
+from hubtwist.logs import AccessLog
 from hubtwist.proxy.early import StreamingSite
 from hubtwist.proxy.forward import Forwarder
 from hubtwist.proxy.lean import LeanFactory, lean_description
@@ -103,8 +107,11 @@ class Running:
     def __init__(self, config, keepers, ports, forwarder, site, router,
                  protection: Protection | None = None, lean: LeanFactory | None = None,
                  reactor=None, guardian: Guardian | None = None,
-                 load: Callable[[], Config] | None = None) -> None:
+                 load: Callable[[], Config] | None = None,
+                 traffic: Traffic | None = None) -> None:
         self.config = config
+        self.traffic = traffic  # the metrics' counts (None: metrics off)
+        self.flush_logs = _nothing  # writes the access lines gathered so far
         self.keepers = keepers
         self.ports = ports
         self.forwarder = forwarder
@@ -215,6 +222,7 @@ class Running:
             await self.protection.stop()
         await DeferredList([keeper.stop() for keeper in self.keepers.values()])
         await self.forwarder.upstream.close()
+        self.flush_logs()
 
 
 async def serve(reactor, config: Config, guardian: Guardian | None = None,
@@ -229,17 +237,34 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
     """
     guardian = guardian or shared_guardian(reactor)
     keepers = build_keepers(config, reactor, guardian)
+    bridge = WebSocketBridge(reactor)
     forwarder = Forwarder(reactor, UpstreamPool(reactor, stall_timeout=config.stall_timeout),
-                          upgrades=WebSocketBridge(reactor))
+                          upgrades=bridge)
     router = Router(config, keepers, forwarder)
     auth = auth or resolve_auth({}, config)
     router.api.configure(clock=reactor, auth=auth)
+    traffic = Traffic() if config.metrics else None
+    open_paths = router.open_paths
+    if traffic is not None:
+        from hubtwist.web.metrics import MetricsPage
+
+        router._pages.metrics = MetricsPage(traffic, keepers)
+        bridge.traffic = traffic
+        for keeper in keepers.values():
+            if hasattr(keeper, "on_ready"):
+                keeper.on_ready = traffic.startup
+        if not config.metrics_auth:
+            open_paths = open_paths | {router.own_root + b"metrics"}
     protection = await protect(
         reactor, router, config, auth,
         activity=lambda: [keeper.last_activity
                           for keeper in [*keepers.values(), *router.port_keepers()]],
-        open_paths=router.open_paths)
-    resource = protection.resource
+        open_paths=open_paths, observe_hub=traffic.hub_call if traffic is not None else None)
+    record = request_recorder(config, traffic, reactor)
+    # A WebSocket's line is written when it ends; it is not counted as a request (its
+    # lifetime would swamp the latency histogram): hubtwist_websockets_* count them.
+    bridge.record = record_websocket = request_recorder(config, None, reactor)
+    resource = _Timed(protection.resource)
     if config.cors_allow_origins:
         # In front of the gate: a browser's preflight carries no credentials.
         resource = CorsFront(resource, router.own_root + b"api", config.cors_allow_origins)
@@ -247,13 +272,14 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
                          head_timeout=config.head_timeout)
     site.noisy = False  # no "Starting factory" line per listen
     # twisted.web formats a combined-log line for every request even when nothing keeps
-    # it (a measurable part of the proxy's hot path); hubtwist writes no access log.
-    site.log = _no_access_log
+    # it (a measurable part of the proxy's hot path): hubtwist's own replaces it.
+    site.log = lambda request: _log_request(record, request)
     # Common requests skip twisted.web on plain sockets (hubtwist.proxy.lean), when the
     # protection allows it (not in Hub mode).
     lean = None
     if protection.lean:
         lean = LeanFactory(site, router, forwarder, admit=protection.lean_admit)
+        lean.record = record
     ports = []
     try:
         for description in config.listen:
@@ -278,7 +304,8 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
                 lambda failure, name=name: log.warn("[{server}] autostart failed: {why}",
                                                     server=name, why=failure.getErrorMessage()))
     running = Running(config, keepers, ports, forwarder, site, router, protection, lean,
-                      reactor, guardian, load)
+                      reactor, guardian, load, traffic)
+    running.flush_logs = lambda: (record.flush(), record_websocket.flush())
     if load is not None:
         router.on_reload(running._reload_answer)
     return running
@@ -308,8 +335,64 @@ def _tune_garbage_collector(reactor) -> LoopingCall:
     return collecting
 
 
-def _no_access_log(request) -> None:
+def request_recorder(config: Config, traffic: Traffic | None, reactor=None):
+    """
+    The C{record} function every finished request is reported to (see
+    L{LeanFactory.record}): counted when metrics are on, written to the access log when it
+    is on, and, when it is off, still written when hubtwist answered with a status of 300
+    or more itself (an unknown path, a 502, a login redirect: a misconfigured prefix must
+    leave a trace), at most 20 lines per 10 s and only at log level info or debug. With a
+    C{reactor}, access lines are written in batches; C{record.flush()} writes the rest.
+    """
+    count = traffic.request if traffic is not None else None
+    access_log = AccessLog(config.log_format, reactor=reactor) if config.access_log else None
+    access = access_log.write if access_log is not None else None
+    trace = None
+    if access is None and config.log_level in ("debug", "info"):
+        trace = AccessLog(config.log_format, limit=20, window=10.0).write
+
+    def record(server: str, method: bytes, target: bytes, code: int, seconds: float,
+               bytes_in: int, bytes_out: int, user: str | None, client, own: bool) -> None:
+        if count is not None:
+            count(server, method, code, seconds, bytes_in, bytes_out)
+        if access is not None:
+            access(server, method, target, code, seconds, bytes_in, bytes_out, user, client,
+                   own)
+        elif own and code >= 300 and trace is not None:
+            trace(server, method, target, code, seconds, bytes_in, bytes_out, user, client,
+                  own)
+
+    record.flush = access_log.flush if access_log is not None else _nothing
+    return record
+
+
+def _nothing() -> None:
     pass
+
+
+class _Timed(Resource):
+    """The site's root: notes when a request started (the head is in), for its duration
+    in the metrics and the access log, and renders the real root."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def render(self, request):
+        request.hubtwist_started = monotonic()
+        return self._inner.render(request)
+
+
+def _log_request(record, request) -> None:
+    """C{Site.log}: a request answered through twisted.web, reported to C{record}."""
+    started = getattr(request, "hubtwist_started", None)
+    client = getattr(request.getClientAddress(), "host", "-")
+    record(getattr(request, "hubtwist_server", OWN_SERVER), method_label(request.method),
+           request.uri, request.code, monotonic() - started if started is not None else 0.0,
+           request.body.received, request.sentLength, getattr(request, "hubtwist_user", None),
+           client, not getattr(request, "from_app", False))
 
 
 def _describe(host) -> str:

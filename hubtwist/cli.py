@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", type=_log_level, metavar="LEVEL",
                         help="debug, info, warn or error (traitlets' names and numbers too)")
     parser.add_argument("--log-format", choices=("text", "json"))
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                        help="one log line per request (config key access_log; default off)")
     parser.add_argument("--debug", action="store_const", const="debug", dest="log_level",
                         help="same as --log-level debug")
     parser.add_argument("--no-debug", action="store_const", const=None, dest="log_level",
@@ -360,6 +362,7 @@ def build_config(args: argparse.Namespace, command: list[str]):
                           "one app (or try `hubtwist demo`)", source="command line")
     config = with_overrides(config, listen=args.listen, base_url=args.base_url,
                             log_level=args.log_level, log_format=args.log_format,
+                            access_log=args.access_log,
                             forward_user_info=True if (args.forward_user_info
                                                        or args.query_user_info) else None,
                             keep_alive=True if args.keep_alive else None)

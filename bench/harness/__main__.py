@@ -17,7 +17,8 @@ from harness import install, report, runner
 from harness.common import TargetFailed, log
 from harness.procs import install_cleanup, stop_all
 
-PEER_KEYS = ("direct", "nginx-proxy", "chp", "jsp", "hubtwist")  # http and ws
+PEER_KEYS = ("direct", "nginx-proxy", "chp", "jsp", "hubtwist", "hubtwist-bare",
+             "hubtwist-metrics", "hubtwist-access")  # http and ws
 
 
 def peer_keys(mode: str) -> tuple[str, ...]:

@@ -139,7 +139,7 @@ def run(mode: Mode, only: set[str] | None) -> tuple[list[Row], dict[str, str]]:
     log(f"{mode.name} backend listening on port {backend.port} (pid {backend.proc.pid})")
     rows, versions = [], {}
     for peer in mode.peers(backend):
-        if only and peer.key not in only:
+        if (peer.key not in only) if only else peer.optional:
             continue
         versions[peer.label] = peer.version()
         rows.append(measure(mode, peer, backend))

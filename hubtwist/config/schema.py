@@ -569,6 +569,24 @@ class Config:
         kinds.Choice(("debug", "info", "warn", "error")), "info", "Least severe level logged."
     )
     log_format: str = setting(kinds.Choice(("text", "json")), "text", "Log line format.")
+    access_log: bool = setting(
+        kinds.Bool(), False,
+        "Write one line per request (method, path without secret query arguments, status, "
+        "duration, bytes, server, user; in `log_format`) to the log. Answers hubtwist makes "
+        "itself (404, 502, 503, 504, its redirects, logins) are logged even when this is "
+        "off, at most 20 per 10 s, at `info` level. See docs/metrics.md.",
+    )
+    metrics: bool = setting(
+        kinds.Bool(), True,
+        "Count requests, WebSockets, app start-ups and Hub API calls, and serve them in the "
+        "Prometheus text format at `metrics` (with the own routes). See docs/metrics.md.",
+    )
+    metrics_auth: bool = setting(
+        kinds.Bool(), True,
+        "`metrics` needs the same credentials as the apps (token or Hub login). `false` "
+        "lets anyone who can reach hubtwist read them (a Prometheus server in the cluster "
+        "without a token); they hold app names and counts, no secrets.",
+    )
     token: str | None = setting(
         kinds.OptionalStr(), None,
         "Standalone mode: every request must carry this token (`Authorization: token ...`, "

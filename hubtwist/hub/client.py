@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from time import monotonic
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -79,8 +80,20 @@ class InternalTLSPolicy:
                                        clientCertificate=self._client)
 
 
+# The metrics' name of each call (C{hubtwist_hub_api_*{call=...}}).
+CALL_NAMES = {"the version request": "version", "a token check": "user",
+              "the login code exchange": "oauth_token", "an activity report": "activity"}
+
+
 class HubClient:
-    """Calls to one Hub's REST API as this server (its API token), or as a user's token."""
+    """
+    Calls to one Hub's REST API as this server (its API token), or as a user's token.
+
+    C{observe}, when set, is told about every attempt: C{observe(call, seconds, failed)}
+    (C{call} from L{CALL_NAMES}; C{failed}: no answer, or a 5xx).
+    """
+
+    observe = None
 
     def __init__(self, reactor, settings: HubSettings, *, attempts: int = 4,
                  backoff: float = 0.5, backoff_max: float = 8.0) -> None:
@@ -175,22 +188,29 @@ class HubClient:
             if attempt > 1:
                 await deferLater(self._reactor, retry_delay(attempt - 1, self.backoff,
                                                             self.backoff_max), lambda: None)
+            started = monotonic()
             try:
                 code, response_headers, content = await defer.Deferred.fromCoroutine(
                     self._once(method, url, headers, body, form)
                 ).addTimeout(self._settings.request_timeout, self._reactor)
             except _TRANSIENT as error:
+                self._observed(what, started, True)
                 problem = _why(error, self._settings.request_timeout)
                 safe = form is not None and not isinstance(error, net_error.ConnectError)
                 if safe:
                     break  # the form may have reached the Hub: do not send it twice
                 continue
+            self._observed(what, started, code >= 500)
             if code >= 500 and retry_5xx:
                 problem = f"it answered with status {code}"
                 continue
             return code, response_headers, content
         host = urlsplit(url).netloc
         raise HubUnavailable(f"the Hub at {host} is not answering {what} ({problem})")
+
+    def _observed(self, what: str, started: float, failed: bool) -> None:
+        if self.observe is not None:
+            self.observe(CALL_NAMES.get(what, "other"), monotonic() - started, failed)
 
     async def _once(self, method, url, headers, body, form):
         kwargs = {"json": body} if body is not None else {"data": form} if form is not None else {}

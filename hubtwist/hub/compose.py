@@ -72,12 +72,14 @@ class Protection:
 
 async def protect(reactor, inner: Resource, config: Config, plan: AuthPlan,
                   activity: Callable[[], Iterable[float | None]],
-                  open_paths: frozenset[bytes] = frozenset()) -> Protection:
+                  open_paths: frozenset[bytes] = frozenset(),
+                  observe_hub: Callable | None = None) -> Protection:
     """
     Wrap C{inner} as C{plan} says; C{open_paths} (hubtwist's own version API) need no
     credentials. In Hub mode the Hub's version is asked for first (a few
     quick tries: the Hub's readiness probe should already see it echoed), and the activity
-    reporter is made when the Hub gave an activity URL.
+    reporter is made when the Hub gave an activity URL. C{observe_hub} becomes the Hub
+    client's C{observe} (the metrics of its calls).
     """
     log.info("{reason}", reason=plan.reason)
     for warning in plan.warnings:
@@ -85,6 +87,7 @@ async def protect(reactor, inner: Resource, config: Config, plan: AuthPlan,
     if plan.mode == "hub":
         settings = plan.hub
         client = HubClient(reactor, settings)
+        client.observe = observe_hub
         gate = HubGate(inner, settings, client, base_url=config.base_url, clock=reactor.seconds,
                        forward_user_info=config.forward_user_info, open_paths=open_paths)
         try:

@@ -240,6 +240,7 @@ class HubGate(Resource):
         self._login.hide_own_cookies(request)
         if self._forward_user_info:
             add_user_headers(request, identity)
+        request.hubtwist_user = identity.name  # for the access log
 
     def admit_lean(self, request) -> bool:
         """

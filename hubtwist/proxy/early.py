@@ -199,6 +199,7 @@ class _EmptyBody:
 
     length = 0
     buffered = 0
+    received = 0
 
     def startProducing(self, consumer) -> Deferred[None]:
         """Nothing to write: fire immediately."""
@@ -266,6 +267,11 @@ class RequestBody:
     def __repr__(self) -> str:
         return (f"<RequestBody length={self.length} state={self._state} "
                 f"received={self._received} buffered={self._held_size}>")
+
+    @property
+    def received(self) -> int:
+        """Body bytes received from the client so far."""
+        return self._received
 
     @property
     def buffered(self) -> int:

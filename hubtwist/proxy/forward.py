@@ -23,6 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from hubtwist.config.jsp import call_for_server
 from hubtwist.config.kinds import StrDict, load_callable
+from hubtwist.counting import server_label
 from hubtwist.config.schema import ServerConfig
 from hubtwist.config.templates import expand, template_values
 from hubtwist.proxy.errors import send_error
@@ -269,6 +270,7 @@ class _Exchange(Relaying):
             self._buffer_and_rewrite(response, headers)
             return
         request.setResponseCode(response.code, response.phrase)
+        request.from_app = True  # for the access log: the app answered, not hubtwist
         out = request.responseHeaders
         out.removeHeader(b"server")
         out.removeHeader(b"date")
@@ -330,6 +332,7 @@ class _Exchange(Relaying):
             "port": address.port if address else 0, "path": self.target.decode("latin-1"),
         })
         request.setResponseCode(rewritten.code, rewritten.reason.encode("latin-1"))
+        request.from_app = True
         out = request.responseHeaders
         for name in (b"server", b"date"):
             out.removeHeader(name)
@@ -490,6 +493,7 @@ class Forwarder:
     def forward(self, request, route: Route):
         """Proxy C{request} along C{route}; returns C{NOT_DONE_YET} for twisted.web."""
         request.defaultContentType = None
+        request.hubtwist_server = server_label(route.keeper.name)  # metrics, access log
         if route.config.raw_socket_proxy and not is_upgrade(request):
             request.setHeader(b"allow", b"GET")
             send_error(request, 405, "WebSocket only",

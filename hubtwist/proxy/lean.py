@@ -30,6 +30,7 @@ The hand-over swaps the connection's protocol, a private Twisted member
 from __future__ import annotations
 
 import re
+from time import monotonic
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -87,7 +88,10 @@ class LeanFactory(Factory):
     False to leave the request to the gate on the ordinary path. C{served} counts the
     requests the lean path answered, C{spliced} the bodies it moved with splice(2)
     (L{hubtwist.proxy.splicing}), C{returned} the connections that came back from the
-    ordinary path (L{take_back}).
+    ordinary path (L{take_back}). C{record}, when set, is told about every request the
+    lean path answered (metrics, the access log): C{record(server, method, target, code,
+    seconds, bytes_in, bytes_out, user, client, own)}, C{own} when hubtwist answered it
+    itself (an error page).
     """
 
     noisy = False
@@ -100,6 +104,7 @@ class LeanFactory(Factory):
         self.served = 0
         self.spliced = 0
         self.returned = 0
+        self.record = None
 
     def doStart(self) -> None:
         self.site.doStart()
@@ -237,6 +242,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         method, target, headers, close = parsed
         admit = self._lean.admit
         identity = answer_headers = ()
+        user = None
         if admit is not None:
             view = LeanRequest(method, target, headers, self._client_host)
             if not admit(view):
@@ -244,6 +250,7 @@ class LeanChannel(Protocol, TimeoutMixin):
                 return
             headers = view.getAllRawHeaders()
             identity, answer_headers = view.identity_headers, view.response_headers
+            user = view.hubtwist_user
         path = target.partition(b"?")[0]
         route = self._router.route_for(path)
         # rewrite_urls: twisted.web's path rewrites (a response of unknown length there,
@@ -258,13 +265,15 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._close_after = close
         self.setTimeout(None)  # the app, not the client, has the next move
         self._lean.served += 1
-        self._exchange = _LeanExchange(self, route, method, target, headers, identity,
+        self._exchange = _LeanExchange(self, route, method, target, headers, user, identity,
                                        answer_headers)
         self._exchange.start()
 
     def exchange_done(self, reusable: bool) -> None:
         """The response was sent (C{reusable}) or cut short (the connection is closed)."""
-        self._exchange = None
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.recorded()
         if not reusable or self._close_after:
             self.transport.loseConnection()
             return
@@ -319,10 +328,11 @@ class LeanRequest:
 
     @ivar response_headers: headers the gate put on the answer (C{setHeader}).
     @ivar identity_headers: who is calling, for the app (C{forward_user_info}).
+    @ivar hubtwist_user: who is calling, for the access log.
     """
 
     __slots__ = ("method", "uri", "path", "args", "_headers", "_peer", "response_headers",
-                 "identity_headers", "_parsed_cookies")
+                 "identity_headers", "hubtwist_user", "_parsed_cookies")
 
     def __init__(self, method: bytes, uri: bytes, headers, client_host: bytes) -> None:
         self.method = method
@@ -333,6 +343,7 @@ class LeanRequest:
         self._peer = _Peer(client_host.decode("latin-1"))
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.identity_headers = ()
+        self.hubtwist_user = None  # who is calling, for the access log
         self._parsed_cookies = None
 
     # twisted.web.http_headers.Headers, as far as the gates use it
@@ -418,20 +429,27 @@ def _parse(head: bytes):
 class _LeanExchange(Relaying):
     """One request on the lean path: to the app and back."""
 
-    __slots__ = ("channel", "route", "method", "target", "headers", "identity",
+    __slots__ = ("channel", "route", "method", "target", "headers", "user", "identity",
                  "answer_headers", "pending", "flow",
                  "timed_out", "client_gone", "corked", "chunked", "address", "finished",
-                 "startedWriting", "error_code", "error_headers", "delivering")
+                 "startedWriting", "error_code", "error_headers", "delivering", "started",
+                 "public_target", "code", "sent", "own")
 
     def __init__(self, channel: LeanChannel, route, method: bytes, target: bytes,
-                 headers, identity=(), answer_headers=()) -> None:
+                 headers, user: str | None = None, identity=(), answer_headers=()) -> None:
         self.channel = channel
         self.route = route
         self.method = method
         self.target = target
+        self.public_target = target  # the client's (target becomes the app's)
         self.headers = headers
+        self.user = user
         self.identity = identity
         self.answer_headers = answer_headers
+        self.started = monotonic()
+        self.code = 0  # what the client got (0: nothing yet)
+        self.sent = 0  # body bytes sent to the client
+        self.own = False  # hubtwist answered (an error page)
         self.pending = None
         self.flow = None
         self.timed_out = False
@@ -472,7 +490,17 @@ class _LeanExchange(Relaying):
         self.pending = sending
         sending.addCallbacks(self._response, self._failed)
 
+    def recorded(self) -> None:
+        """Tell the factory's C{record} about this request (once: the exchange is done)."""
+        record = self.channel._lean.record
+        started, self.started = self.started, None
+        if record is not None and started is not None:
+            record(self.route.keeper.name, self.method, self.public_target, self.code or 499,
+                   monotonic() - started, 0, self.sent, self.user, self.channel._client_host,
+                   self.own)
+
     def client_lost(self) -> None:
+        self.recorded()
         self.client_gone = True
         if self.pending is not None:
             self.pending.cancel()
@@ -491,7 +519,7 @@ class _LeanExchange(Relaying):
         route = self.route
         if route.counts_as_activity(self.target):
             route.keeper.touch()
-        code = response.code
+        code = self.code = response.code
         lines = response_head(code, response.phrase, mapped_headers(self, route, response.headers),
                               end=False)
         for name, value in self.answer_headers:
@@ -513,6 +541,7 @@ class _LeanExchange(Relaying):
             self.channel.send(b"".join(lines) + response.take_read_ahead())
             if spliceable(transport):
                 self.channel._lean.spliced += 1
+                self.sent = response.length  # if it all arrives (else the count is off)
                 self.flow = response.splice_to(transport, self._spliced)
                 return
             lines = []  # the client did not take it all at once: the ordinary relay
@@ -536,6 +565,7 @@ class _LeanExchange(Relaying):
         self.channel.exchange_done(reusable=failure is None)
 
     def _write(self, data: bytes) -> None:
+        self.sent += len(data)
         if self.chunked:
             data = b"%x\r\n%s\r\n" % (len(data), data)
         if self.corked is not None:
@@ -595,6 +625,9 @@ class _LeanExchange(Relaying):
         if self.channel._close_after:
             lines.append(b"Connection: close\r\n")
         lines += (b"\r\n", b"" if self.method == b"HEAD" else body)
+        self.code = self.error_code
+        self.own = True
+        self.sent = 0 if self.method == b"HEAD" else len(body)
         self.startedWriting = True
         self.channel.send(b"".join(lines))
 

@@ -41,12 +41,15 @@ sends comes back as binary messages, one per read.
 
 from __future__ import annotations
 
+from time import monotonic
+
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from hubtwist.counting import server_label
 from hubtwist.proxy.errors import send_error
 from hubtwist.proxy.rawsocket import SocketPump, TransportEnd, pumpable
 from hubtwist.proxy.twisted_private import TakeoverUnavailable, upgrade_channel
@@ -132,6 +135,11 @@ class WebSocketBridge:
         self.pump = SocketPump(reactor)
         self.sessions: set = set()
         self.stopping = False  # close_all was called: no new sessions
+        # Told about each bridged WebSocket (metrics, access log), when set: traffic's
+        # websocket_opened(server)/websocket_closed(server), and record(...) (as
+        # LeanFactory.record) once the WebSocket has ended: status 101, its lifetime.
+        self.traffic = None
+        self.record = None
         self._all_ended: list[Deferred] = []
 
     def bridge(self, request, route, address, target: bytes, headers) -> None:
@@ -236,6 +244,8 @@ class _Session:
         self.target = target
         self.headers = headers
         self.name = route.keeper.name
+        self.server = server_label(self.name)
+        self.opened_at: float | None = None  # monotonic time of the 101, for the metrics
         self.accepted = False  # the client has its 101
         self.client = None  # the client side protocol, once accepted
         self.backend = None  # the backend side protocol, once connected
@@ -349,6 +359,9 @@ class _Session:
             return
         self.client = client
         self.client_open = True
+        self.opened_at = monotonic()
+        if self.bridge.traffic is not None:
+            self.bridge.traffic.websocket_opened(self.server)
         client_transport, backend_transport = client.transport, backend.transport
         _no_delay(client_transport)
         if self.bridge.use_pump and pumpable(client_transport) and pumpable(backend_transport):
@@ -447,6 +460,18 @@ class _Session:
             self.finished = True
             self._stop_pinging()
             self.bridge._ended(self)
+            if self.opened_at is not None:
+                self._count_closed()
+
+    def _count_closed(self) -> None:
+        bridge, request = self.bridge, self.request
+        if bridge.traffic is not None:
+            bridge.traffic.websocket_closed(self.server)
+        if bridge.record is not None:
+            started = getattr(request, "hubtwist_started", self.opened_at)
+            bridge.record(self.server, request.method, request.uri, 101, monotonic() - started,
+                          0, 0, getattr(request, "hubtwist_user", None),
+                          getattr(request.getClientAddress(), "host", "-"), False)
 
     def abort(self) -> None:
         """Drop both connections now."""
@@ -641,6 +666,7 @@ class SpliceSession(_Session):
             return
         request = self.request
         request.setResponseCode(head.code, head.phrase)
+        request.from_app = True  # the app's refusal, not hubtwist's answer
         out = request.responseHeaders
         out.removeHeader(b"server")
         out.removeHeader(b"date")

@@ -146,6 +146,7 @@ class Supervisor:
         self.last_activity: float | None = None
         self.restarts = 0
         self.last_exit: ExitStatus | None = None
+        self.on_ready: Callable[[str, float], None] | None = None  # (name, seconds): metrics
         self._reactor = reactor
         self._guardian = guardian
         self._uniform = uniform
@@ -326,6 +327,8 @@ class Supervisor:
     def _ready(self, seconds: float) -> None:
         self._readiness = None
         self._set_state(State.RUNNING, f"ready in {seconds * 1000:.0f} ms")
+        if self.on_ready is not None:
+            self.on_ready(self.name, seconds)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(self.address)

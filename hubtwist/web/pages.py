@@ -21,7 +21,12 @@ from hubtwist.web.launcher import render_launcher, send_icon, send_progress_stat
 
 
 class OwnPages:
-    """Renders hubtwist's own routes under the base URL."""
+    """
+    Renders hubtwist's own routes under the base URL. C{metrics}, when set (the
+    composition root does, unless metrics are off), renders C{GET metrics}.
+    """
+
+    metrics = None
 
     def __init__(self, config: Config, keepers: Mapping[str, object]) -> None:
         self._config = config
@@ -39,6 +44,8 @@ class OwnPages:
         base URL, or C{_hubtwist/} under it when an app owns the base URL)."""
         if rest == b"":
             return self.render_launcher(request)
+        if rest == b"metrics" and self.metrics is not None:
+            return self.metrics.render(request)
         if rest == b"api" or rest.startswith(b"api/"):
             return self.render_api(request, rest)
         if rest.startswith(b"_pages/"):
