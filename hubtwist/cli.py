@@ -6,6 +6,7 @@ The command line: argv -> L{Config} -> L{hubtwist.app.run}.
     hubtwist check-config FILE                 validate, print the effective config
     hubtwist list-servers [--config FILE]      what would be served, and where from
     hubtwist demo [OPTIONS]                    a demo app behind hubtwist
+    hubtwist chp [CHP OPTIONS]                 JupyterHub's proxy (hubtwist/front/)
 """
 
 from __future__ import annotations
@@ -608,6 +609,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_config(argv[1:])
     if argv[:1] == ["list-servers"]:
         list_servers(argv[1:])
+    if argv[:1] == ["chp"]:  # JupyterHub's proxy (configurable-http-proxy's command line)
+        from hubtwist.front.cli import main as chp_main
+
+        chp_main(argv[1:])
+        return
     demo = argv[:1] == ["demo"]
     if demo:
         argv = demo_config(argv[1:])

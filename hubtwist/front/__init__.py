@@ -1,0 +1,15 @@
+"""
+hubtwist as JupyterHub's proxy: C{hubtwist chp}, a drop-in for configurable-http-proxy
+(CHP) that JupyterHub's stock C{ConfigurableHTTPProxy} class drives unchanged.
+
+  routes.py   the route table (pure): CHP's path rules, longest-prefix lookup by path
+              depth, targets parsed once, last_activity, the API's JSON
+  proxy.py    the public side: one twisted.web resource over the shared UpstreamPool and
+              WebSocketBridge of L{hubtwist.proxy}; CHP's error pages and headers
+  api.py      the REST API (C{/api/routes}), token-checked
+  cli.py      CHP's command line, the listeners, the pid file
+
+The engine is the rest of hubtwist's: L{hubtwist.proxy.early.StreamingSite} parses
+requests, L{hubtwist.proxy.upstream.UpstreamPool} keeps the keep-alive connections to the
+targets, L{hubtwist.proxy.websocket.WebSocketBridge} splices WebSockets.
+"""

@@ -1,0 +1,261 @@
+"""
+C{hubtwist chp [OPTIONS]}: configurable-http-proxy's command line, served by hubtwist's
+engine. JupyterHub's stock C{ConfigurableHTTPProxy} starts it unchanged with
+C{c.ConfigurableHTTPProxy.command = ["hubtwist", "chp"]}.
+
+Options CHP has and hubtwist does not support (TLS, metrics, storage backends) exit 2
+with a sentence saying so, rather than running with a different meaning. Log lines go to
+stdout, as CHP's do (C{Route added PATH -> TARGET} is what CHP's own CLI tests wait for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Sequence
+
+__all__ = ["main", "parse_args"]
+
+USAGE_ERROR = 2
+
+_UNSUPPORTED = {
+    "ssl_key": "--ssl-key", "ssl_cert": "--ssl-cert", "api_ssl_key": "--api-ssl-key",
+    "api_ssl_cert": "--api-ssl-cert", "client_ssl_key": "--client-ssl-key",
+    "client_ssl_cert": "--client-ssl-cert", "client_ssl_ca": "--client-ssl-ca",
+    "metrics_port": "--metrics-port", "metrics_socket": "--metrics-socket",
+    "storage_backend": "--storage-backend", "redirect_port": "--redirect-port",
+}
+_WHY = {
+    "--redirect-port": "it redirects HTTP to the proxy's HTTPS port, and hubtwist chp does "
+                       "not terminate TLS (terminate it in front of hubtwist chp)",
+    "--metrics-port": "hubtwist chp has no Prometheus endpoint yet",
+    "--metrics-socket": "hubtwist chp has no Prometheus endpoint yet",
+    "--storage-backend": "hubtwist chp keeps its routes in memory (JupyterHub restores them "
+                         "when the proxy restarts)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        print(f"hubtwist chp: {message} (see `hubtwist chp --help`)", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+
+
+def _fail(message: str) -> None:
+    print(f"hubtwist chp: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
+def _millis(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """CHP's options (same names, same defaults); exits 2 on a mistake."""
+    p = _Parser(prog="hubtwist chp", description="A configurable-http-proxy compatible "
+                "front proxy (JupyterHub's proxy), on hubtwist's engine.")
+    p.add_argument("--ip", default="", help="public-facing IP of the proxy (all by default)")
+    p.add_argument("--port", type=int, default=8000, help="public-facing port (8000)")
+    p.add_argument("--socket", help="public-facing unix socket path (instead of --ip/--port)")
+    p.add_argument("--api-ip", default="localhost", help="IP of the REST API (localhost)")
+    p.add_argument("--api-port", type=int, help="port of the REST API (--port + 1)")
+    p.add_argument("--api-socket", help="unix socket of the REST API")
+    p.add_argument("--default-target", help="target of the / route")
+    p.add_argument("--error-target", help="URL asked for error pages: TARGET/CODE?url=URL")
+    p.add_argument("--error-path", help="directory of CODE.html / error.html error pages")
+    p.add_argument("--redirect-to", type=int, help="(with --redirect-port) the port redirected to")
+    p.add_argument("--pid-file", help="write the process id to this file")
+    p.add_argument("--no-x-forward", dest="x_forward", action="store_false",
+                   help="send no X-Forwarded-* headers")
+    p.add_argument("--no-prepend-path", dest="prepend_path", action="store_false",
+                   help="do not prepend the target's path to the request's")
+    p.add_argument("--no-include-prefix", dest="include_prefix", action="store_false",
+                   help="strip the route's prefix from the request's path")
+    p.add_argument("--auto-rewrite", action="store_true",
+                   help="rewrite the host of redirects to the target to the request's")
+    p.add_argument("--change-origin", action="store_true",
+                   help="send the target's host as Host")
+    p.add_argument("--protocol-rewrite", default="",
+                   help="rewrite the scheme of redirects to the target to this one")
+    p.add_argument("--custom-header", action="append", default=[],
+                   help="NAME:VALUE added to every proxied request (repeatable)")
+    p.add_argument("--insecure", action="store_true",
+                   help="accepted for compatibility (hubtwist chp has no https targets)")
+    p.add_argument("--host-routing", action="store_true", help="route by host, then path")
+    p.add_argument("--log-level", default="info",
+                   help="debug, info, warn or error (info)")
+    p.add_argument("--timeout", type=_millis,
+                   help="ms a proxied request may take before it is answered 503")
+    p.add_argument("--proxy-timeout", type=_millis,
+                   help="ms to wait for the target's response before answering 503")
+    p.add_argument("--keep-alive-timeout", type=_millis, default=5000,
+                   help="ms an idle client keep-alive connection is kept (5000)")
+    p.add_argument("--metrics-ip", default="", help=argparse.SUPPRESS)
+    p.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--metrics-socket", help=argparse.SUPPRESS)
+    p.add_argument("--storage-backend", help=argparse.SUPPRESS)
+    p.add_argument("--redirect-port", type=int, help=argparse.SUPPRESS)
+    for name in ("ssl-key", "ssl-cert", "ssl-ca", "ssl-protocol", "ssl-ciphers", "ssl-dhparam",
+                 "api-ssl-key", "api-ssl-cert", "api-ssl-ca", "client-ssl-key",
+                 "client-ssl-cert", "client-ssl-ca"):
+        p.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    for name in ("ssl-request-cert", "ssl-reject-unauthorized", "ssl-allow-rc4",
+                 "api-ssl-request-cert", "api-ssl-reject-unauthorized",
+                 "client-ssl-request-cert", "client-ssl-reject-unauthorized"):
+        p.add_argument(f"--{name}", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(list(argv))
+    for attribute, flag in _UNSUPPORTED.items():
+        if getattr(args, attribute):
+            why = _WHY.get(flag, "hubtwist chp does not terminate or originate TLS; put a TLS "
+                                 "terminator in front of it and use http:// targets")
+            _fail(f"{flag} is not supported: {why}.")
+    if args.error_target and args.error_path:
+        _fail("--error-target and --error-path cannot be given together: pick one.")
+    level = args.log_level.lower()
+    args.log_level = {"warning": "warn", "critical": "error", "fatal": "error"}.get(level, level)
+    if args.log_level not in ("debug", "info", "warn", "error"):
+        _fail(f"--log-level {args.log_level!r}: use debug, info, warn or error.")
+    headers = []
+    for value in args.custom_header:
+        name, colon, rest = value.strip().partition(":")
+        if not colon or not name.strip():
+            _fail(f"A colon was expected in custom header: {value}")
+        headers.append((name.strip().encode("latin-1"), rest.strip().encode("latin-1")))
+    args.headers = tuple(headers)
+    if args.api_port is None:
+        args.api_port = args.port + 1
+    if args.default_target:
+        _check_target("--default-target", args.default_target)
+    if args.error_target:
+        _check_target("--error-target", args.error_target)
+        if not args.error_target.endswith("/"):
+            args.error_target += "/"
+    return args
+
+
+def _check_target(flag: str, value: str) -> None:
+    from hubtwist.front.routes import TargetError, parse_target
+
+    try:
+        parse_target(value)
+    except TargetError as error:
+        _fail(f"{flag}: {error}.")
+
+
+def _endpoint(socket: str | None, ip: str, port: int) -> str:
+    if socket:
+        return "unix:" + socket.replace(":", r"\:")
+    if not 0 <= port <= 65535:
+        _fail(f"port {port} is out of range.")
+    host = "127.0.0.1" if ip == "localhost" else ip
+    if ":" in host:  # IPv6
+        return f"tcp6:{port}:interface={host.replace(':', chr(92) + ':')}"
+    return f"tcp:{port}:interface={host}" if host else f"tcp:{port}"
+
+
+def _no_access_log(_request) -> None:
+    pass
+
+
+def main(argv: Sequence[str]) -> None:
+    """The C{hubtwist chp} command."""
+    args = parse_args(argv)
+    from twisted.internet import task
+
+    from hubtwist.logs import start_logging
+
+    start_logging(args.log_level, "text", sys.stdout)
+    task.react(_serve, [args])
+
+
+async def _serve(reactor, args) -> None:
+    import signal
+
+    from twisted.internet.defer import Deferred, maybeDeferred
+    from twisted.internet.endpoints import serverFromString
+    from twisted.logger import Logger
+    from twisted.web.server import Site
+
+    from hubtwist.front.api import RoutesApi
+    from hubtwist.front.proxy import Front, FrontOptions, FrontResource
+    from hubtwist.front.routes import RouteTable
+    from hubtwist.proxy.early import StreamingSite
+    from hubtwist.proxy.upstream import UpstreamPool
+    from hubtwist.proxy.websocket import WebSocketBridge
+
+    log = Logger(namespace="hubtwist.front")
+    token = os.environ.get("CONFIGPROXY_AUTH_TOKEN", "")
+    timeouts = [value / 1000 for value in (args.timeout, args.proxy_timeout) if value]
+    options = FrontOptions(
+        include_prefix=args.include_prefix, prepend_path=args.prepend_path,
+        xfwd=args.x_forward, change_origin=args.change_origin, auto_rewrite=args.auto_rewrite,
+        protocol_rewrite=args.protocol_rewrite, custom_headers=args.headers,
+        error_target=args.error_target or "", error_path=args.error_path or "",
+        upstream_timeout=min(timeouts) if timeouts else None,
+    )
+    table = RouteTable(host_routing=args.host_routing)
+    clock = time.time
+    pool = UpstreamPool(reactor)
+    front = Front(reactor, table, options, pool, WebSocketBridge(reactor), clock)
+
+    def added(route) -> None:
+        log.info("Route added {path} -> {target}", path=route.path, target=route.data["target"])
+
+    if args.default_target:
+        added(table.add("/", {"target": args.default_target}, clock()))
+    site = StreamingSite(FrontResource(front), timeout=args.keep_alive_timeout / 1000 or None)
+    site.noisy = False
+    site.displayTracebacks = False
+    site.log = _no_access_log  # a line per proxied request costs more than the proxying
+    api_site = Site(RoutesApi(table, token, clock, added))
+    api_site.noisy = False
+    api_site.displayTracebacks = False
+    api_site.log = _no_access_log
+    public = _endpoint(args.socket, args.ip, args.port)
+    api = _endpoint(args.api_socket, args.api_ip, args.api_port)
+    ports = []
+    for description, factory in ((public, site), (api, api_site)):
+        try:
+            ports.append(await serverFromString(reactor, description).listen(factory))
+        except Exception as error:  # in use, no such address, no permission
+            print(f"hubtwist chp: cannot listen on {description}: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+    if not token:
+        log.warn("REST API is not authenticated.")
+    log.info("Proxying http://{where} to {default}", where=args.socket or f"{args.ip or '*'}:{args.port}",
+             default=args.default_target or "(no default)")
+    log.info("Proxy API at http://{where}/api/routes",
+             where=args.api_socket or f"{args.api_ip}:{args.api_port}")
+    if args.pid_file:
+        with open(args.pid_file, "w") as stream:
+            stream.write(str(os.getpid()))
+    stopped: Deferred = Deferred()
+
+    def stop(signum, _frame) -> None:
+        # CHP exits 2 on SIGINT/SIGTERM; JupyterHub only checks that it is gone.
+        if not stopped.called:
+            reactor.callFromThread(stopped.callback, signum)
+
+    def install() -> None:
+        # After reactor.run has installed Twisted's own handlers (which would exit 0).
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    reactor.callWhenRunning(install)
+    try:
+        await stopped
+    finally:
+        if args.pid_file:
+            try:
+                os.unlink(args.pid_file)
+            except OSError:
+                pass
+        for port in ports:
+            await maybeDeferred(port.stopListening)
+        await pool.close()
+    raise SystemExit(2)
