@@ -23,7 +23,6 @@ setup(
     package_data={"hubtwist": ["py.typed"]},
     install_requires=[
         "twisted[tls]>=25.5,<27",
-        "autobahn>=24.4",
         "attrs>=23.1",
         "treq>=24.9",
         # GET metrics: the exposition format (the counting itself is hubtwist's own)

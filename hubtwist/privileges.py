@@ -168,7 +168,7 @@ def servers_running_as_root(config, euid: int) -> list[str]:
 # Imported before root is dropped, besides what hubtwist's modules import at their top: the
 # reactor (installed by task.react), and what is imported inside functions (Twisted's TLS
 # for the Hub client, the idna package for host names).
-PRELOAD_MODULES = ("hubtwist.app", "hubtwist.logs", "hubtwist.systemd",
+PRELOAD_MODULES = ("hubtwist.app", "hubtwist.logs", "hubtwist.systemd", "hubtwist.web.metrics",
                    "twisted.internet.reactor", "twisted.internet.ssl", "twisted.internet._idna",
                    "twisted.web.client", "idna")
 # A codec is imported when its name is first looked up (encodings.idna for host names,

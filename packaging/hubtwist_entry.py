@@ -35,14 +35,18 @@ def self_test() -> None:
     prefixes = {parser.prefix for parser in getPlugins(IStreamServerEndpointStringParser)}
     assert "systemd" in prefixes, f"twisted.plugins endpoint parsers: {sorted(prefixes)}"
 
-    from autobahn.websocket.utf8validator import Utf8Validator
-    from autobahn.twisted.websocket import WebSocketServerFactory  # noqa: F401
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily
 
-    validator = Utf8Validator()
-    assert validator.validate("héllo ☃".encode())[0], "autobahn UTF-8 validator"
-    import autobahn.nvx
+    class _One:
+        def collect(self):
+            family = CounterMetricFamily("selftest", "the binary's metrics exposition")
+            family.add_metric([], 1)
+            yield family
 
-    assert autobahn.nvx.Utf8Validator().validate("héllo".encode())[0], "autobahn NVX"
+    registry = CollectorRegistry()
+    registry.register(_One())
+    assert b"selftest_total 1.0" in generate_latest(registry), "prometheus_client exposition"
 
     import certifi
     import treq  # noqa: F401
@@ -51,7 +55,8 @@ def self_test() -> None:
 
     assert os.path.getsize(certifi.where()) > 10_000, "certifi CA bundle"
     print(f"hubtwist self-test ok: {len(checked)} hubtwist modules, reactor "
-          f"{type(reactor).__name__}, endpoints tcp/unix/systemd, autobahn NVX, certifi")
+          f"{type(reactor).__name__}, endpoints tcp/unix/systemd, prometheus exposition, "
+          "certifi")
 
 
 def follow_onefile_parent() -> None:

@@ -158,6 +158,21 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+def _quiet_about_gone_clients(server_class):
+    """A client that goes away mid-answer (a readiness probe, a test that stops reading) is
+    not an error of this app: no traceback for it, which tests would read as a crash."""
+    report = server_class.handle_error
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        report(self, request, client_address)
+
+    server_class.handle_error = handle_error
+    return server_class
+
+
+@_quiet_about_gone_clients
 class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     request_queue_size = 256
@@ -196,9 +211,10 @@ def main() -> None:
     if args.unix_socket:
         server = UnixHTTPServer(args.unix_socket, Handler)
     else:
-        ThreadingHTTPServer.daemon_threads = True
-        ThreadingHTTPServer.request_queue_size = 256  # the stdlib default of 5 drops bursts
-        server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+        server_class = _quiet_about_gone_clients(ThreadingHTTPServer)
+        server_class.daemon_threads = True
+        server_class.request_queue_size = 256  # the stdlib default of 5 drops bursts
+        server = server_class(("127.0.0.1", args.port), Handler)
         server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.serve_forever()
 

@@ -129,7 +129,7 @@ def test_self_test_imports_everything_loaded_lazily(binary):
     result = run(binary, "_selftest")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "self-test ok" in result.stdout
-    assert "systemd" in result.stdout and "autobahn NVX" in result.stdout
+    assert "systemd" in result.stdout and "prometheus exposition" in result.stdout
 
 
 def test_check_config(binary, tmp_path):

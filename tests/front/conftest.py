@@ -99,25 +99,34 @@ class Chp:
     """A running C{hubtwist chp}: its public URL, its API, its output."""
 
     def __init__(self, args: list[str], env: dict | None = None, token: str = TOKEN) -> None:
-        self.port = free_port()
-        self.api_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.token = token
         environment = dict(os.environ, **(env or {}))
         if token:
             environment["CONFIGPROXY_AUTH_TOKEN"] = token
         else:
             environment.pop("CONFIGPROXY_AUTH_TOKEN", None)
-        self.command = [sys.executable, "-m", "hubtwist", "chp", "--ip", "127.0.0.1",
-                        "--port", str(self.port), "--api-ip", "127.0.0.1",
-                        "--api-port", str(self.api_port), *args]
-        self.process = subprocess.Popen(self.command, env=environment, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        wait_until(self._ready, 30, "hubtwist chp to listen")
+        for attempt in range(3):
+            # A port found free may be taken by another process before chp binds it:
+            # then, and only then, try again with new ones.
+            self.port = free_port()
+            self.api_port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.api_url = f"http://127.0.0.1:{self.api_port}"
+            self.command = [sys.executable, "-m", "hubtwist", "chp", "--ip", "127.0.0.1",
+                            "--port", str(self.port), "--api-ip", "127.0.0.1",
+                            "--api-port", str(self.api_port), *args]
+            self.process = subprocess.Popen(self.command, env=environment,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self.lines: list[str] = []
+            self.reader = threading.Thread(target=self._read, daemon=True)
+            self.reader.start()
+            try:
+                wait_until(self._ready, 30, "hubtwist chp to listen")
+                return
+            except AssertionError as error:
+                if attempt == 2 or "Address already in use" not in str(error):
+                    raise
+                self.process.wait(10)
 
     def _read(self) -> None:
         for line in self.process.stdout:
