@@ -6,11 +6,12 @@ cookies, what kind of client is asking, and finishing a render that happened lat
 from __future__ import annotations
 
 from typing import Callable
-from urllib.parse import parse_qs, parse_qsl, unquote_plus, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from twisted.web.server import NOT_DONE_YET
 
 from hubtwist.config.schema import OWN_SEGMENT
+from hubtwist.proxy.rewrite import query_without
 from hubtwist.hub.cookies import parse_cookies
 from hubtwist.proxy.forward import is_upgrade
 
@@ -36,27 +37,6 @@ def query_value(uri: bytes, name: str) -> str | None:
         if key == name:
             return value
     return None
-
-
-def query_without(uri: bytes, name: str, matches: Callable[[str], bool] | None = None) -> bytes:
-    """
-    C{uri} without its C{name=} query arguments (only those whose decoded value
-    C{matches}, when given). Every other byte is kept as it was, so the app sees its own
-    arguments exactly as the client sent them. Pure; never raises.
-    """
-    path, mark, query = uri.partition(b"?")
-    if not mark:
-        return uri
-    kept = [part for part in query.split(b"&") if not _is_arg(part, name, matches)]
-    return path + (b"?" + b"&".join(kept) if any(kept) else b"")
-
-
-def _is_arg(part: bytes, name: str, matches: Callable[[str], bool] | None) -> bool:
-    # Decoded as parse_qsl decodes them (query_value), so what was read is what goes.
-    key, _, raw = part.decode("latin-1").partition("=")
-    if unquote_plus(key) != name:
-        return False
-    return matches is None or matches(unquote_plus(raw))
 
 
 def uri_without_arg(request, name: str) -> bytes:

@@ -8,7 +8,33 @@ rule of the HTTP/1.1 wire format, is L{hubtwist.proxy.http1}.)
 from __future__ import annotations
 
 from typing import Callable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+
+def query_without(uri: bytes, name: str, matches: Callable[[str], bool] | None = None) -> bytes:
+    """
+    C{uri} without its C{name=} query arguments (only those whose decoded value
+    C{matches}, when given). Every other byte is kept as it was, so the app sees its own
+    arguments exactly as the client sent them. Pure; never raises.
+    """
+    path, mark, query = uri.partition(b"?")
+    if not mark:
+        return uri
+    kept = [part for part in query.split(b"&") if not _is_arg(part, name, matches)]
+    return path + (b"?" + b"&".join(kept) if any(kept) else b"")
+
+
+def _is_arg(part: bytes, name: str, matches: Callable[[str], bool] | None) -> bool:
+    # Decoded as parse_qsl decodes them (query_value), so what was read is what goes.
+    key, _, raw = part.decode("latin-1").partition("=")
+    if unquote_plus(key) != name:
+        return False
+    return matches is None or matches(unquote_plus(raw))
+
+
+# jhsingle-native-proxy's --query-user-info: who is calling, as a query argument an app may
+# trust. hubtwist tells apps in headers; whatever a client sends under this name is dropped.
+QUERY_USER_ARG = "CDSDASHBOARDS_JH_USER"
 
 
 def backend_path(
@@ -26,6 +52,9 @@ def backend_path(
         text = raw_path.decode("latin-1")
         mapped = mappath(text) if callable(mappath) else mappath.get(text, text)
         target = mapped.encode("latin-1") + sep + query
+    query = target.partition(b"?")[2]
+    if query and (b"%" in query or b"DSDASHBOARDS" in query.upper()):
+        target = query_without(target, QUERY_USER_ARG)
     return target
 
 

@@ -95,3 +95,13 @@ def test_header_hygiene_helpers():
         assert not only_crlf_line_ends(bad), bad
     assert has_line_breaks(b"a\nSet-Cookie: x") and not has_line_breaks(b"plain value")
     assert without_line_breaks(b"a\r\nb\x00c") == b"a  b c"
+
+
+def test_a_client_cannot_send_jhsingles_user_query_argument_to_the_app():
+    # jhsingle-native-proxy's --query-user-info told apps who is calling in this argument;
+    # an app migrated from it may trust it, so a client's own never reaches the app.
+    for target in (b"/p/x?a=1&CDSDASHBOARDS_JH_USER=%7B%22name%22%3A%22admin%22%7D&b=2",
+                   b"/p/x?a=1&CDSDASHBOARDS%5FJH%5FUSER=admin&b=2",
+                   b"/p/x?a=1&CDSDASHBOARDS_JH_USER&b=2"):
+        assert backend_path(target, b"/p/", False) == b"/x?a=1&b=2"
+    assert backend_path(b"/p/x?a=%20&b", b"/p/", False) == b"/x?a=%20&b"  # untouched
