@@ -828,6 +828,7 @@ class StreamingChannel(http.HTTPChannel):
             return
         take_back, self.lean_return = self.lean_return, None
         self.setTimeout(None)
+        self._head_done()  # no head deadline of this channel may fire on the lean one's
         transport.unregisterProducer()
         take_back(transport)
 
