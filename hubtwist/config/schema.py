@@ -116,7 +116,9 @@ def _check_socket_path(socket: bool | str, path: str) -> None:
         )
 
 
-def _check_http_url(url: str | None, path: str) -> None:
+def check_http_url(url: str | None, path: str, source: str | None = None) -> None:
+    """Raise L{ConfigError} (naming C{path}, or the variable when C{source} is
+    C{"environment"}) unless C{url} is an http(s) URL with a host."""
     # hubtwist makes requests to these; anything but an http(s) URL with a host would only
     # fail later, inside the HTTP client.
     if url is None:
@@ -127,8 +129,9 @@ def _check_http_url(url: str | None, path: str) -> None:
     except ValueError:  # a bad IPv6 literal or port
         usable = False
     if not usable:
+        extra = {"source": source} if source else {}
         raise ConfigError(path, "is not an http(s) URL", given=url, has_given=True,
-                          accepted="an http:// or https:// URL with a host name")
+                          accepted="an http:// or https:// URL with a host name", **extra)
 
 
 def _check_no_origin_host(server: "ServerConfig") -> None:
@@ -510,7 +513,7 @@ class HubConfig:
 
     def __attrs_post_init__(self) -> None:
         for key in ("api_url", "activity_url", "hub_host"):
-            _check_http_url(getattr(self, key), key)
+            check_http_url(getattr(self, key), key)
 
 
 @attrs.frozen

@@ -24,8 +24,12 @@ def listen_for_service_url(url: str, ssl_keyfile: str = "", ssl_certfile: str = 
     The endpoint description for C{http://HOST:PORT/...} (or https, with the internal-SSL
     key and certificate the Hub provides).
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or parts.port is None:
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and parts.port is not None
+    except ValueError:  # a bad IPv6 literal or port
+        usable = False
+    if not usable:
         raise ConfigError("", "JUPYTERHUB_SERVICE_URL is not an http(s) URL with a port",
                           source="environment", given=url, has_given=True)
     host = parts.hostname or ""

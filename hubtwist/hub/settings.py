@@ -9,6 +9,7 @@ variables a Spawner or the Hub set, built-in defaults.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Mapping
 import attrs
 
 from hubtwist.config.errors import ConfigError
-from hubtwist.config.schema import DEFAULT_LISTEN, Config, HubConfig
+from hubtwist.config.schema import DEFAULT_LISTEN, Config, HubConfig, check_http_url
 from hubtwist.hub.listening import listen_for_service_url
 
 DEFAULT_ACTIVITY_INTERVAL = 300.0
@@ -159,6 +160,9 @@ def hub_settings(environ: Mapping[str, str], config: Config) -> HubSettings:
     """Hub mode's settings; a L{ConfigError} names what is missing."""
     hub = config.hub
     api_url, api_token, _ = _api_credentials(environ, hub)
+    if api_url and not hub.api_url:
+        # hub.api_url was checked with the file; the environment's has not been
+        check_http_url(api_url, "JUPYTERHUB_API_URL", source="environment")
     if not api_url or not api_token:
         missing = " and ".join(name for name, value in (
             ("the Hub's API URL (JUPYTERHUB_API_URL or hub.api_url)", api_url),
@@ -191,8 +195,10 @@ def hub_settings(environ: Mapping[str, str], config: Config) -> HubSettings:
         try:
             interval = float(raw) if raw else DEFAULT_ACTIVITY_INTERVAL
         except ValueError:
-            raise ConfigError("", "JUPYTERHUB_ACTIVITY_INTERVAL is not a number of seconds",
-                              source="environment", given=raw, has_given=True) from None
+            interval = math.nan
+        if not (math.isfinite(interval) and interval >= 0):
+            raise ConfigError("", "JUPYTERHUB_ACTIVITY_INTERVAL is not a number of seconds "
+                              "(0 or more)", source="environment", given=raw, has_given=True)
     cookie_secure = None
     options = environ.get("JUPYTERHUB_COOKIE_OPTIONS")
     if options:

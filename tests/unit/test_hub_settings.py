@@ -109,6 +109,26 @@ def test_forced_hub_mode_without_a_hub_is_a_clear_error():
         in str(caught.value)
 
 
+@pytest.mark.parametrize("variable, value, message", [
+    ("JUPYTERHUB_API_URL", "::::", "`JUPYTERHUB_API_URL` is not an http(s) URL"),
+    ("JUPYTERHUB_API_URL", "http://[oops/hub/api", "`JUPYTERHUB_API_URL` is not an http(s) URL"),
+    ("JUPYTERHUB_ACTIVITY_INTERVAL", "nan", "JUPYTERHUB_ACTIVITY_INTERVAL is not a number"),
+    ("JUPYTERHUB_ACTIVITY_INTERVAL", "inf", "JUPYTERHUB_ACTIVITY_INTERVAL is not a number"),
+    ("JUPYTERHUB_ACTIVITY_INTERVAL", "-5", "JUPYTERHUB_ACTIVITY_INTERVAL is not a number"),
+    ("JUPYTERHUB_ACTIVITY_INTERVAL", "soon", "JUPYTERHUB_ACTIVITY_INTERVAL is not a number"),
+])
+def test_bad_hub_variables_are_config_errors_not_tracebacks(variable, value, message):
+    with pytest.raises(ConfigError) as caught:
+        resolve_auth({**SINGLE_USER, variable: value}, EMPTY)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["http://[oops", "http://127.0.0.1:99999/", "http://h:x/"])
+def test_a_bad_service_url_is_a_config_error_not_a_traceback(url):
+    with pytest.raises(ConfigError, match="JUPYTERHUB_SERVICE_URL is not an http"):
+        listen_for_service_url(url)
+
+
 def test_bad_scopes_in_the_environment_are_a_clear_error():
     with pytest.raises(ConfigError, match="JUPYTERHUB_OAUTH_ACCESS_SCOPES is not a JSON list"):
         resolve_auth({**SINGLE_USER, "JUPYTERHUB_OAUTH_ACCESS_SCOPES": "access:servers"}, EMPTY)
