@@ -28,6 +28,7 @@ from harness.peers import (
 )
 from harness.procs import Proc
 from harness.report import ratio
+from harness.ws_mode import WsMode
 
 BENCH_ROUTE = "/user/bench"
 SIZES = {"10": 10, "10k": 10_000}
@@ -95,12 +96,30 @@ def start_hubtwist_front(backend_port: int, count: int) -> Running:
                        cwd=hubtwist_repo(), env=extra_env)
 
 
+def front_peers(direct: Peer) -> list[Peer]:
+    """C{direct}, then CHP and C{hubtwist chp} with 10, then with 10,000 routes."""
+    rows = [direct]
+    for size, count in SIZES.items():
+        rows.append(Peer(f"chp-{size}", f"configurable-http-proxy, {count:,} routes",
+                         lambda port, count=count: start_chp_front(port, count), chp_version))
+        rows.append(Peer(f"hubtwist-chp-{size}", f"hubtwist chp, {count:,} routes",
+                         lambda port, count=count: start_hubtwist_front(port, count),
+                         hubtwist_version))
+    return rows
+
+
+PEER_KEYS = ("direct", *(f"{kind}-{size}" for size in SIZES for kind in ("chp", "hubtwist-chp")))
+ROUTES_SETTING = (
+    f"routes: `/` (a closed port), `/user/uN`, and `{BENCH_ROUTE}` (the measured one), all "
+    "added through the REST API before the first request; both proxies with JupyterHub's "
+    "defaults (prefix kept, X-Forwarded-* on)")
+
+
 class FrontMode(HttpMode):
     """The http mode's load through CHP and C{hubtwist chp}, with 10 and 10,000 routes."""
 
     name = "front"
-    peer_keys = ("direct", *(f"{kind}-{size}" for size in SIZES
-                             for kind in ("chp", "hubtwist-chp")))
+    peer_keys = PEER_KEYS
 
     def start_backend(self) -> Running:
         running = super().start_backend()
@@ -112,24 +131,11 @@ class FrontMode(HttpMode):
         return running
 
     def peers(self, backend: Running) -> list[Peer]:
-        direct = Peer("direct", "direct (nginx backend)", lambda _port: backend, nginx_version)
-        rows = [direct]
-        for size, count in SIZES.items():
-            rows.append(Peer(f"chp-{size}", f"configurable-http-proxy, {count:,} routes",
-                             lambda port, count=count: start_chp_front(port, count),
-                             chp_version))
-            rows.append(Peer(f"hubtwist-chp-{size}", f"hubtwist chp, {count:,} routes",
-                             lambda port, count=count: start_hubtwist_front(port, count),
-                             hubtwist_version))
-        return rows
+        return front_peers(Peer("direct", "direct (nginx backend)", lambda _port: backend,
+                                nginx_version))
 
     def settings(self) -> list[str]:
-        return [
-            *super().settings(),
-            f"routes: `/` (a closed port), `/user/uN`, and `{BENCH_ROUTE}` (the measured "
-            "one), all added through the REST API before the first request; both proxies "
-            "with JupyterHub's defaults (prefix kept, X-Forwarded-* on)",
-        ]
+        return [*super().settings(), ROUTES_SETTING]
 
     def ratios(self, rows: dict) -> list[str]:
         lines = []
@@ -146,5 +152,36 @@ class FrontMode(HttpMode):
                       (theirs, "bulk"), "higher is better"),
                 ratio(rows, f"{size} routes: hubtwist chp / CHP, idle RSS", (ours, "rss_idle"),
                       (theirs, "rss_idle"), "lower is better", goal=1.0),
+            ]
+        return lines
+
+
+class FrontWsMode(WsMode):
+    """The ws mode's ping-pong through CHP and C{hubtwist chp}, 10 and 10,000 routes (the
+    Node echo backend answers on any path, so C{/user/bench/echo} needs nothing more)."""
+
+    name = "front-ws"
+    peer_keys = PEER_KEYS
+
+    def peers(self, backend: Running) -> list[Peer]:
+        return front_peers(super().peers(backend)[0])
+
+    def settings(self) -> list[str]:
+        return [*super().settings(), ROUTES_SETTING]
+
+    def ratios(self, rows: dict) -> list[str]:
+        lines = []
+        for size in SIZES:
+            ours, theirs = f"hubtwist-chp-{size}", f"chp-{size}"
+            lines += [
+                ratio(rows, f"{size} routes: hubtwist chp / CHP, 64 B msg/s", (ours, "msgs"),
+                      (theirs, "msgs"), "higher is better"),
+                ratio(rows, f"{size} routes: hubtwist chp / CHP, CPU per 64 B message",
+                      (ours, "cpu_msg"), (theirs, "cpu_msg"), "lower is better",
+                      goal=1.0 if size == "10k" else None),
+                ratio(rows, f"{size} routes: hubtwist chp / CHP, 1 MiB MiB/s", (ours, "bulk"),
+                      (theirs, "bulk"), "higher is better"),
+                ratio(rows, f"{size} routes: hubtwist chp / CHP, CPU per 1 MiB", (ours, "cpu_mib"),
+                      (theirs, "cpu_mib"), "lower is better"),
             ]
         return lines

@@ -143,6 +143,7 @@ def ensure_all(mode: str) -> None:
         "ws": {"nginx": "nginx", "node": "nodejs"},
         "hub": {"nginx": "nginx", "wrk": "wrk", "node": "nodejs"},
         "front": {"nginx": "nginx", "wrk": "wrk"},
+        "front-ws": {"node": "nodejs"},
     }[mode]
     ensure_debian(tools)
     installers = {
@@ -150,6 +151,7 @@ def ensure_all(mode: str) -> None:
         "ws": [ensure_chp, ensure_jsp, ensure_ws],
         "hub": [ensure_chp, ensure_hub, ensure_ws],
         "front": [] if TESTS_CHP.exists() else [ensure_chp],
+        "front-ws": [ensure_ws, *([] if TESTS_CHP.exists() else [ensure_chp])],
     }[mode]
     for installer in installers:
         try:

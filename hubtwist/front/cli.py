@@ -223,7 +223,9 @@ async def _serve(reactor, args) -> None:
     public_factory = site
     if lean_description(public):
         # Plain GET/HEAD requests on the lean path, everything else on twisted.web (`site`).
-        public_factory = LeanFactory(site, ChpLeanRouter(front), ChpForwarder(front))
+        router = ChpLeanRouter(front)
+        public_factory = LeanFactory(site, router, ChpForwarder(front),
+                                     admit=router.admit if args.host_routing else None)
         public_factory.exchange = ChpLeanExchange
     ports = []
     for description, factory in ((public, public_factory), (api, api_site)):

@@ -2,8 +2,7 @@
 C{hubtwist chp} on hubtwist's lean path (L{hubtwist.proxy.lean}): plain GET and HEAD
 requests are parsed and proxied without twisted.web, as hubtwist's own proxy does for its
 apps; everything else (WebSockets, bodies, C{/_chp_healthz}, no route or an unusable
-target, C{--host-routing}, a path that does not decode or holds C{//}) is handed to the
-ordinary path (L{hubtwist.front.proxy.Front}), which answers it CHP's way.
+target, a path that does not decode or holds C{//}) is handed to the ordinary path (L{hubtwist.front.proxy.Front}), which answers it CHP's way.
 
 The lean path asks its router for C{route_for(path)} and proxies along the L{Route}-like
 object it returns; L{ChpLeanRouter} gives it one per CHP route (built once, kept on the
@@ -98,21 +97,37 @@ class _LeanRoute:
 
 
 class ChpLeanRouter:
-    """The lean path's router over C{front}'s L{RouteTable}."""
+    """
+    The lean path's router over C{front}'s L{RouteTable}. Under C{--host-routing} the
+    lean path is given L{admit} too: the lean channel calls it with the request's view
+    just before L{route_for} (synchronously, in the same call), so it notes the C{Host}
+    that the lookup puts in front of the path.
+    """
 
     def __init__(self, front: Front) -> None:
         self.front = front
         self.table = front.table
+        self._host: bytes | None = None
+
+    def admit(self, view) -> bool:
+        """Every request may take the lean path; remember its C{Host} (host routing)."""
+        self._host = view.getHeader(b"host") or b""
+        return True
 
     def route_for(self, path: bytes) -> _LeanRoute | None:
         """The lean route for the raw request path C{path} (no query), or None to leave
         the request to the ordinary path."""
-        if self.table.host_routing or path == _HEALTHZ or b"//" in path:
+        if path == _HEALTHZ or b"//" in path:
             return None
         try:
             decoded = decode_path(path)
         except (ValueError, UnicodeDecodeError):
             return None  # the ordinary path answers 500
+        if self.table.host_routing:
+            host, self._host = self._host, None
+            if host is None:
+                return None  # (not called through admit)
+            decoded = "/" + host.split(b":")[0].decode("latin-1") + decoded
         route = self.table.match(decoded)
         if route is None or route.target is None:
             return None  # 404, 503: the ordinary path's pages

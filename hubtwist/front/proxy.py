@@ -21,7 +21,6 @@ CHP's behaviour kept here (see docs/front-proxy.md for the differences):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit

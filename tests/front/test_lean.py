@@ -17,6 +17,7 @@ import requests
 from hubtwist.front.lean import ChpLeanRouter
 from hubtwist.front.proxy import Front, FrontOptions
 from hubtwist.front.routes import RouteTable
+from hubtwist.proxy.lean import LeanRequest
 
 
 def _front(**options) -> Front:
@@ -65,9 +66,19 @@ def test_route_for_leaves_everything_unusual_to_the_ordinary_path():
     assert router.route_for(b"/hub/x") is not None
     for path in (b"/nothing", b"/tls/x", b"/hub/%", b"/hub/%ff", b"/hub//x", b"/_chp_healthz"):
         assert router.route_for(path) is None, path
-    hosted = _front(host_routing=True)
-    hosted.table.add("/example.org", {"target": "http://127.0.0.1:9001"}, 0)
-    assert ChpLeanRouter(hosted).route_for(b"/example.org/x") is None
+
+
+def test_host_routing_takes_the_host_from_admit():
+    front = _front(host_routing=True)
+    front.table.add("/example.org", {"target": "http://127.0.0.1:9001"}, 0)
+    router = ChpLeanRouter(front)
+    assert router.route_for(b"/example.org/x") is None  # no Host seen: the ordinary path
+    view = LeanRequest(b"GET", b"/x", [(b"Host", [b"example.org:8000"])], b"127.0.0.1")
+    assert router.admit(view) is True
+    assert router.route_for(b"/x").keeper.address.port == 9001
+    assert router.route_for(b"/x") is None  # one Host per request
+    router.admit(LeanRequest(b"GET", b"/x", [(b"Host", [b"other.org"])], b"127.0.0.1"))
+    assert router.route_for(b"/x") is None
 
 
 def test_the_path_sent_follows_chps_flags():
@@ -100,9 +111,24 @@ def test_gets_and_heads_take_the_lean_path_with_chps_headers(chp, echo):
         head = session.head(proxy.url + "/user/alice/", timeout=5)
         assert head.status_code == 200 and head.content == b""
         # A POST on the same connection goes to twisted.web, the next GET comes back.
-        assert session.post(proxy.url + "/user/alice/p", data=b"abc", timeout=5).json()["body"] == "abc"
-        assert session.get(proxy.url + "/user/alice/again", timeout=5).json()["url"] == "/base/user/alice/again"
-    assert _lean_count(proxy) >= 3
+        posted = session.post(proxy.url + "/user/alice/p", data=b"abc", timeout=5).json()
+        assert posted["body"] == "abc"
+        again = session.get(proxy.url + "/user/alice/again", timeout=5).json()
+        assert again["url"] == "/base/user/alice/again"
+    assert _lean_count(proxy) == 3  # GET, HEAD, and the GET after the POST
+
+
+def test_host_routing_on_the_lean_path(chp, echo):
+    target = echo("hosted")
+    proxy = chp("--host-routing")
+    proxy.add("/test.example", target.url)
+    with requests.Session() as session:
+        for _ in range(2):
+            body = session.get(proxy.url + "/some/path", timeout=5,
+                               headers={"Host": f"test.example:{proxy.port}"}).json()
+            assert body["url"] == "/some/path" and body["name"] == "hosted"
+        assert session.get(proxy.url + "/some/path", timeout=5).status_code == 404
+    assert _lean_count(proxy) == 2
 
 
 def test_lean_activity_only_for_success(chp, echo):
@@ -113,7 +139,8 @@ def test_lean_activity_only_for_success(chp, echo):
     ok, down = proxy.route("/ok")["last_activity"], proxy.route("/down")["last_activity"]
     time.sleep(0.05)
     assert requests.get(proxy.url + "/ok/status/404", timeout=5).status_code == 404
-    assert requests.get(proxy.url + "/ok/status/302", timeout=5, allow_redirects=False).status_code == 302
+    redirect = requests.get(proxy.url + "/ok/status/302", timeout=5, allow_redirects=False)
+    assert redirect.status_code == 302
     assert proxy.route("/ok")["last_activity"] == ok
     response = requests.get(proxy.url + "/down/x", timeout=10)
     assert response.status_code == 503 and "503:" in response.text
