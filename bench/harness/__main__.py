@@ -1,5 +1,5 @@
 """
-Command line of C{bench/run}: C{bench/run [http|ws|hub] [--quick] [--targets KEYS] [...]}.
+Command line of C{bench/run}: C{bench/run [http|ws|hub|front|front-ws] [--quick] [--targets KEYS] [...]}.
 
 Load settings come from, in this order: flags, C{BENCH_<SETTING>} environment variables
 (e.g. C{BENCH_DURATION=20}), C{--quick}, the mode's defaults.
@@ -28,11 +28,13 @@ def peer_keys(mode: str) -> tuple[str, ...]:
 
 def modes() -> dict[str, tuple[type, type]]:
     """Mode name -> (mode class, load settings dataclass)."""
+    from harness.front_mode import FrontMode, FrontWsMode
     from harness.http_mode import HttpLoad, HttpMode
     from harness.hub_mode import HubLoad, HubMode
     from harness.ws_mode import WsLoad, WsMode
 
-    return {"http": (HttpMode, HttpLoad), "ws": (WsMode, WsLoad), "hub": (HubMode, HubLoad)}
+    return {"http": (HttpMode, HttpLoad), "ws": (WsMode, WsLoad), "hub": (HubMode, HubLoad),
+            "front": (FrontMode, HttpLoad), "front-ws": (FrontWsMode, WsLoad)}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.common import LOGS, SCRATCH, TargetFailed, log
+from harness.common import LOGS, REPO_DIR, SCRATCH, TargetFailed, log
 
 INSTALL_TIMEOUT = 900  # seconds for any one install command
 _SYSTEM_PATH = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
@@ -132,6 +132,9 @@ def ensure_hub() -> Path:
     return bin_dir
 
 
+TESTS_CHP = REPO_DIR / "tests/.node/node_modules/.bin/configurable-http-proxy"  # tests/setup's
+
+
 def ensure_all(mode: str) -> None:
     """Install what C{mode} needs up front, so that install time is not benchmark time.
     A peer whose install fails is reported as failed later; missing nginx or wrk is fatal."""
@@ -139,12 +142,16 @@ def ensure_all(mode: str) -> None:
         "http": {"nginx": "nginx", "wrk": "wrk"},
         "ws": {"nginx": "nginx", "node": "nodejs"},
         "hub": {"nginx": "nginx", "wrk": "wrk", "node": "nodejs"},
+        "front": {"nginx": "nginx", "wrk": "wrk"},
+        "front-ws": {"node": "nodejs"},
     }[mode]
     ensure_debian(tools)
     installers = {
         "http": [ensure_chp, ensure_jsp],
         "ws": [ensure_chp, ensure_jsp, ensure_ws],
         "hub": [ensure_chp, ensure_hub, ensure_ws],
+        "front": [] if TESTS_CHP.exists() else [ensure_chp],
+        "front-ws": [ensure_ws, *([] if TESTS_CHP.exists() else [ensure_chp])],
     }[mode]
     for installer in installers:
         try:

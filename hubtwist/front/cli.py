@@ -182,9 +182,11 @@ async def _serve(reactor, args) -> None:
     from twisted.web.server import Site
 
     from hubtwist.front.api import RoutesApi
+    from hubtwist.front.lean import ChpForwarder, ChpLeanExchange, ChpLeanRouter
     from hubtwist.front.proxy import Front, FrontOptions, FrontResource
     from hubtwist.front.routes import RouteTable
     from hubtwist.proxy.early import StreamingSite
+    from hubtwist.proxy.lean import LeanFactory, lean_description
     from hubtwist.proxy.upstream import UpstreamPool
     from hubtwist.proxy.websocket import WebSocketBridge
 
@@ -218,8 +220,15 @@ async def _serve(reactor, args) -> None:
     api_site.log = _no_access_log
     public = _endpoint(args.socket, args.ip, args.port)
     api = _endpoint(args.api_socket, args.api_ip, args.api_port)
+    public_factory = site
+    if lean_description(public):
+        # Plain GET/HEAD requests on the lean path, everything else on twisted.web (`site`).
+        router = ChpLeanRouter(front)
+        public_factory = LeanFactory(site, router, ChpForwarder(front),
+                                     admit=router.admit if args.host_routing else None)
+        public_factory.exchange = ChpLeanExchange
     ports = []
-    for description, factory in ((public, site), (api, api_site)):
+    for description, factory in ((public, public_factory), (api, api_site)):
         try:
             ports.append(await serverFromString(reactor, description).listen(factory))
         except Exception as error:  # in use, no such address, no permission
@@ -249,6 +258,9 @@ async def _serve(reactor, args) -> None:
     reactor.callWhenRunning(install)
     try:
         await stopped
+        if isinstance(public_factory, LeanFactory):
+            log.info("Stopping; {count} requests were served on the lean path",
+                     count=public_factory.served)
     finally:
         if args.pid_file:
             try:

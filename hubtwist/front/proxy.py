@@ -42,7 +42,7 @@ from hubtwist.proxy.look import esc, page
 from hubtwist.proxy.twisted_private import request_disconnected
 from hubtwist.proxy.upstream import BackendLimits, UpstreamPool
 
-__all__ = ["Front", "FrontOptions", "FrontResource", "chp_location", "decode_path"]
+__all__ = ["Front", "FrontOptions", "FrontResource", "chp_headers", "chp_location", "decode_path"]
 
 log = Logger(namespace="hubtwist.front")
 
@@ -100,6 +100,45 @@ def chp_location(location: bytes, code: int, target: Target, request_host: bytes
 def _default_port_less(target: Target) -> bytes:
     host = target.host.lower()
     return host[:-3] if host.endswith(b":80") else host
+
+
+def chp_headers(incoming, client: bytes, secure: bool, upgrade: bool, target: Target,
+                options: FrontOptions) -> list:
+    """
+    The request headers CHP sends to C{target}, as (name, value) pairs, from the client's
+    C{incoming} ones ((name, [values]) pairs): hop-by-hop ones dropped, C{Host} kept (the
+    target's with C{change_origin}, or when the client sent none), C{X-Forwarded-*}
+    extended with this hop (L{forwarded_for_chp}), the C{custom_headers} put in place of
+    the client's of the same name. Shared by the ordinary path and the lean one
+    (L{hubtwist.front.lean}).
+    """
+    kept = strip_hop_by_hop(incoming)
+    host = b""
+    existing: dict[bytes, bytes] = {}
+    pairs = []
+    for name, values in kept:
+        lower = name.lower()
+        if lower == b"host":
+            host = values[0]
+            if options.change_origin:
+                continue
+        if options.xfwd and lower.startswith(b"x-forwarded-"):
+            existing[lower] = b",".join(values)
+            continue
+        pairs.extend((name, value) for value in values)
+    if options.change_origin or not host:
+        pairs.append((b"Host", target.host))
+    if options.xfwd:
+        proto = (b"wss" if secure else b"ws") if upgrade else (b"https" if secure else b"http")
+        forwarded = forwarded_for_chp(existing, client, proto, host)
+        names = {name.lower() for name, _ in forwarded}
+        pairs += [(name, value) for name, value in existing.items() if name not in names]
+        pairs += forwarded
+    if options.custom_headers:
+        custom = {name.lower() for name, _ in options.custom_headers}
+        pairs = [pair for pair in pairs if pair[0].lower() not in custom]
+        pairs += options.custom_headers
+    return pairs
 
 
 class _Logs:
@@ -216,37 +255,9 @@ class Front:
 
     def headers_for(self, request, target: Target, upgrade: bool) -> list:
         """The request headers for the target, as (name, value) pairs."""
-        options = self.options
-        kept = strip_hop_by_hop(request.requestHeaders.getAllRawHeaders())
-        host = b""
-        existing: dict[bytes, bytes] = {}
-        pairs = []
-        for name, values in kept:
-            lower = name.lower()
-            if lower == b"host":
-                host = values[0]
-                if options.change_origin:
-                    continue
-            if options.xfwd and lower.startswith(b"x-forwarded-"):
-                existing[lower] = b",".join(values)
-                continue
-            pairs.extend((name, value) for value in values)
-        if options.change_origin or not host:
-            pairs.append((b"Host", target.host))
-        if options.xfwd:
-            client = getattr(request.getClientAddress(), "host", "127.0.0.1").encode()
-            secure = request.isSecure()
-            proto = (b"wss" if secure else b"ws") if upgrade else (b"https" if secure else b"http")
-            forwarded = forwarded_for_chp(existing, client, proto, host)
-            names = {name.lower() for name, _ in forwarded}
-            pairs += [(name.encode() if isinstance(name, str) else name, value)
-                      for name, value in existing.items() if name not in names]
-            pairs += forwarded
-        if options.custom_headers:
-            custom = {name.lower() for name, _ in options.custom_headers}
-            pairs = [pair for pair in pairs if pair[0].lower() not in custom]
-            pairs += options.custom_headers
-        return pairs
+        client = getattr(request.getClientAddress(), "host", "127.0.0.1").encode()
+        return chp_headers(request.requestHeaders.getAllRawHeaders(), client,
+                           request.isSecure(), upgrade, target, self.options)
 
     # -- errors ----------------------------------------------------------------------------
 

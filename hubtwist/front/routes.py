@@ -118,13 +118,14 @@ class ChpRoute:
     (or why it cannot be used).
     """
 
-    __slots__ = ("path", "data", "last_activity", "target", "problem", "prefix_bytes")
+    __slots__ = ("path", "data", "last_activity", "target", "problem", "prefix_bytes", "lean")
 
     def __init__(self, path: str, data: dict, now: float) -> None:
         self.path = path
         self.data = data
         self.last_activity = now
         self.prefix_bytes = b"" if path == "/" else path.encode("utf-8")
+        self.lean = None  # the lean path's view of it, made on first use (front/lean.py)
         try:
             self.target: Target | None = parse_target(data["target"])
             self.problem = ""

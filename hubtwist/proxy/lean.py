@@ -51,7 +51,8 @@ from hubtwist.proxy.splicing import spliceable
 from hubtwist.proxy.twisted_private import can_swap_protocol, swap_protocol
 from hubtwist.supervise import State
 
-__all__ = ["LeanChannel", "LeanFactory", "LeanRequest", "lean_description", "lean_possible"]
+__all__ = ["LeanChannel", "LeanExchange", "LeanFactory", "LeanRequest", "lean_description",
+           "lean_possible"]
 
 log = Logger(namespace="hubtwist.proxy")
 
@@ -95,6 +96,7 @@ class LeanFactory(Factory):
     """
 
     noisy = False
+    exchange = None  # the exchange class (a subclass of LeanExchange: hubtwist.front.lean)
 
     def __init__(self, site, router, forwarder, admit=None) -> None:
         self.site = site
@@ -265,8 +267,8 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._close_after = close
         self.setTimeout(None)  # the app, not the client, has the next move
         self._lean.served += 1
-        self._exchange = _LeanExchange(self, route, method, target, headers, user, identity,
-                                       answer_headers)
+        self._exchange = (self._lean.exchange or _LeanExchange)(
+            self, route, method, target, headers, user, identity, answer_headers)
         self._exchange.start()
 
     def exchange_done(self, reusable: bool) -> None:
@@ -520,8 +522,7 @@ class _LeanExchange(Relaying):
         if route.counts_as_activity(self.target):
             route.keeper.touch()
         code = self.code = response.code
-        lines = response_head(code, response.phrase, mapped_headers(self, route, response.headers),
-                              end=False)
+        lines = response_head(code, response.phrase, self._response_headers(response), end=False)
         for name, value in self.answer_headers:
             lines += (name, b": ", value, b"\r\n")
         no_body = self.method == b"HEAD" or code in _NO_BODY_CODES
@@ -555,6 +556,10 @@ class _LeanExchange(Relaying):
         self._flush()
         self.flow = flow
         self.channel.transport.registerProducer(flow, True)
+
+    def _response_headers(self, response) -> list:
+        """The app's response headers as the client gets them."""
+        return mapped_headers(self, self.route, response.headers)
 
     def _spliced(self, failure) -> None:
         self.flow = None
@@ -638,3 +643,6 @@ class _LeanExchange(Relaying):
     def loseConnection(self) -> None:
         self.finished = True
         self.channel.exchange_done(reusable=False)
+
+
+LeanExchange = _LeanExchange  # for subclasses elsewhere (LeanFactory.exchange)
