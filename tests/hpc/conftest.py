@@ -158,10 +158,11 @@ def slurm(tmp_path_factory):
     instance.stop()
 
 
-def slurm_hub_config(hub: e2e.Hub, users: dict[str, tuple[str, list[str]]]) -> str:
+def slurm_hub_config(hub: e2e.Hub, users: dict[str, tuple]) -> str:
     """
     The lines that make C{hub} spawn through SlurmSpawner: for each user, the
-    C{batchspawner_singleuser_cmd} (the wrapper, or '' for none) and C{Spawner.cmd}.
+    C{batchspawner_singleuser_cmd} (the wrapper, or '' for none), C{Spawner.cmd}, and
+    optionally a dict of other spawner traits to set.
     """
     env = e2e._clean_environment()
     return textwrap.dedent(f"""
@@ -184,7 +185,9 @@ def slurm_hub_config(hub: e2e.Hub, users: dict[str, tuple[str, list[str]]]) -> s
         CASES = {json.dumps(users)}
 
         def per_user(spawner):
-            spawner.batchspawner_singleuser_cmd, spawner.cmd = CASES[spawner.user.name]
+            spawner.batchspawner_singleuser_cmd, spawner.cmd, *traits = CASES[spawner.user.name]
+            for name, value in (traits[0] if traits else {{}}).items():
+                setattr(spawner, name, value)
 
         c.JupyterHub.spawner_class = TestSlurmSpawner
         c.Spawner.pre_spawn_hook = per_user
@@ -204,7 +207,7 @@ def slurm_hub_config(hub: e2e.Hub, users: dict[str, tuple[str, list[str]]]) -> s
 class SlurmHub(e2e.Hub):
     """The e2e Hub, spawning users' servers as Slurm jobs (see L{slurm_hub_config})."""
 
-    def __init__(self, root: pathlib.Path, users: dict[str, tuple[str, list[str]]]) -> None:
+    def __init__(self, root: pathlib.Path, users: dict[str, tuple]) -> None:
         super().__init__(root)
         self.users = users
 

@@ -21,6 +21,7 @@ from tests.hpc.conftest import BIN, SlurmHub, queue
 pytestmark = pytest.mark.e2e
 
 WRAPPER = str(BIN / "batchspawner-singleuser")
+DEAD_JOB_TIMEOUT = 20  # dave's start_timeout: batchspawner waits for the port that long
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,9 @@ def slurm_hub(slurm, tmp_path_factory):
         # hubtwist is found on the PATH the spawner gives the job; the wrapper runs it with runpy
         "alice": (WRAPPER, ["hubtwist", *args]),
         "bob": ("", [str(BINARY), *args]),
+        # a job that dies at once (hubtwist refuses its configuration)
+        "dave": ("", [str(BINARY), "--allow-root", "--config", str(root / "missing.toml")],
+                 {"start_timeout": DEAD_JOB_TIMEOUT}),
     })
     hub.start()
     yield hub
@@ -76,3 +80,21 @@ def test_the_server_runs_as_a_slurm_job_and_stops_with_it(slurm, slurm_hub, user
     wait_until(lambda: not queue(job_id), 30, f"job {job_id} to leave the queue")
     wait_until(lambda: not hub.job_processes(user), 30,
                f"{user}'s job processes to end (left: {hub.job_processes(user)})")
+
+
+def test_a_job_that_dies_at_once_fails_the_spawn_and_its_log_says_why(slurm, slurm_hub):
+    # The trap: batchspawner only asks squeue before the job runs; once it ran, it waits for
+    # the port until start_timeout, whatever became of the job. The job's log has the reason.
+    hub = slurm_hub
+    hub.api("POST", "/users/dave")  # the Hub knows her (201, or 409 once she exists)
+    started = time.monotonic()
+    response = hub.api("POST", "/users/dave/server")
+    assert response.status_code in (201, 202), response.text
+    wait_until(lambda: hub.server_model("dave") is None, DEAD_JOB_TIMEOUT + 40,
+               "the Hub to give up on dave's server")
+    failed_after = time.monotonic() - started
+    wait_until(lambda: "hubtwist:" in hub.job_log("dave"), 10, "the job's log")
+    log = hub.job_log("dave")
+    assert "missing.toml" in log and "Traceback" not in log, log
+    assert not hub.job_processes("dave")
+    print(f"\ndave: the spawn of a job that died at once failed after {failed_after:.1f} s")
