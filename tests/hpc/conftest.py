@@ -108,7 +108,10 @@ class Slurm:
                        f"sinfo to show {NODE} idle (it shows {node_state()!r})")
 
     def stop(self) -> None:
-        """Cancel the jobs the tests ran, then SIGTERM (later SIGKILL) what was started."""
+        """Cancel the jobs the tests ran (every job, when the controller is this fixture's),
+        then SIGTERM (later SIGKILL) what was started."""
+        if any(name == "slurmctld" for name, _ in self.started) and _controller_answers():
+            self.seen_jobs |= {job for job, *_ in queue()}
         for job in self.seen_jobs:
             _run("scancel", job)
         wait_until(lambda: not any(job in self.seen_jobs for job, *_ in queue()), 30,
