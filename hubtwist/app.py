@@ -417,6 +417,20 @@ class ListenError(Exception):
     """A listen endpoint could not be opened (port in use, bad description, permissions)."""
 
 
+async def _report_port_if_asked(running: Running, auth: AuthPlan) -> None:
+    """Under batchspawner (C{JUPYTERHUB_SERVICE_URL} with port 0), tell the Hub the port
+    hubtwist got; if that fails the spawn cannot succeed, so stop and say why."""
+    from hubtwist.hub.batchspawner import PortNotReported, port_left_to_server, report_port
+
+    if not port_left_to_server(auth.hub.service_url):
+        return
+    try:
+        await report_port(running.protection.client, [port.getHost() for port in running.ports])
+    except PortNotReported as error:
+        await running.stop()
+        raise ListenError(str(error)) from None
+
+
 async def run(reactor, config: Config, auth: AuthPlan | None = None,
               load: Callable[[], Config] | None = None) -> None:
     """Serve until the reactor is stopped (SIGTERM/SIGINT), then stop every app first.
@@ -426,6 +440,8 @@ async def run(reactor, config: Config, auth: AuthPlan | None = None,
     log.info("hubtwist {version} starting (pid {pid})", version=__version__, pid=os.getpid())
     systemd.take_notify_socket()
     running = await serve(reactor, config, auth=auth, load=load)
+    if auth is not None and auth.mode == "hub" and running.protection.client is not None:
+        await _report_port_if_asked(running, auth)
     if load is not None:
         running.reload_on_sighup()
     collecting = _tune_garbage_collector(reactor)

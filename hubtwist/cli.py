@@ -392,10 +392,13 @@ def listen_for_flags(port: int | None, ip: str | None, service_url: str = "",
     if service_url:
         parts = urlsplit(service_url)
         scheme, host = parts.scheme, parts.hostname or ""
-        default_port = parts.port or (443 if scheme == "https" else 80)  # as the peers
+        # Port 0 (batchspawner: the Hub waits to be told the port) stays 0: any free port.
+        default_port = parts.port if parts.port is not None else (
+            443 if scheme == "https" else 80)  # as the peers
     host = host if ip is None else ip.strip("[]")
-    port = default_port if port is None else port
-    if not 0 < port < 65536:
+    if port is None:
+        port = default_port
+    elif not 0 < port < 65536:
         raise ConfigError("", "--port must be a port number from 1 to 65535", given=port,
                           has_given=True, source="command line")
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

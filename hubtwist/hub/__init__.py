@@ -13,6 +13,7 @@ JupyterHub mode and standalone authentication.
   tokengate   the standalone token gate
   activity    the activity reporter
   compose     gate + client + reporter, as the plan says
+  batchspawner  the port report to a batchspawner Hub (JUPYTERHUB_SERVICE_URL with port 0)
 """
 
 from hubtwist.hub.settings import AuthPlan, HubSettings, resolve_auth, with_hub_defaults

@@ -175,6 +175,13 @@ class HubClient:
         if code >= 400:
             raise HubRefused("an activity report", code, _message(body))
 
+    async def report_port(self, port: int) -> None:
+        """Tell a batchspawner Hub the port this server listens on (C{POST /batchspawner})."""
+        code, _, body = await self._call("POST", self.api_url + "/batchspawner",
+                                         "the port report", body={"port": port})
+        if code >= 400:
+            raise HubRefused("the port report", code, _message(body))
+
     # -- plumbing --------------------------------------------------------------------------
 
     async def _call(self, method: str, url: str, what: str, *, token: str | None = None,

@@ -675,6 +675,10 @@ class StreamingChannel(http.HTTPChannel):
         _channel_dataReceived(self, data)
         if not self._awaiting_head or self.transport.disconnecting or self.paused:
             return
+        if self._head_started is None:
+            # The head was complete and answered at once (requestDone reset the clock):
+            # the next head has not begun, and `started` is the answered one's.
+            return
         # Still inside a head. Twisted consumed every CRLF-terminated line, so an LF left
         # in its line buffer is a bare one.
         if b"\n" in unparsed_line(self):
