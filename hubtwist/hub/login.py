@@ -54,6 +54,7 @@ class HubLogin:
         self.cookie_name = settings.cookie_name
         self._cookie_path = "/" if settings.cookie_host_prefix else base_url
         self._state_cookie = settings.cookie_name + "-oauth-state"
+        self._xsrf_ids: dict[tuple, str] = {}
 
     # -- reading a request -----------------------------------------------------------------
 
@@ -83,8 +84,16 @@ class HubLogin:
                               self._clock())
 
     def _xsrf_id(self, request, token: str | None, session_id: str) -> str:
-        anonymous = anonymous_id(info.client_ip(request), info.header(request, b"user-agent") or "")
-        return xsrf_id(session_id, token, anonymous)
+        # Two hashes: remembered per (session, token, address, User-Agent), which a browser
+        # repeats on every request.
+        key = (session_id, token, info.client_ip(request), info.header(request, b"user-agent") or "")
+        known = self._xsrf_ids.get(key)
+        if known is None:
+            known = xsrf_id(session_id, token, anonymous_id(key[2], key[3]))
+            if len(self._xsrf_ids) >= 4096:
+                self._xsrf_ids.clear()
+            self._xsrf_ids[key] = known
+        return known
 
     # -- the login -------------------------------------------------------------------------
 
