@@ -550,7 +550,10 @@ class HubMode(Mode):
         """alice's cookies for C{prefix}, as her browser would send them (every row sends
         them, so that every peer parses the same request)."""
         header = cookie_header(hub.browser.jar, f"{hub.browser.public_url}{prefix}/x")
-        return {"Cookie": header} if header else {}
+        # and her browser's User-Agent: JupyterHub's XSRF identity (and hubtwist's) hashes
+        # it, so a request without it is a different client whose _xsrf cookie is not valid
+        return ({"Cookie": header, "User-Agent": BROWSER_HEADERS["User-Agent"]}
+                if header else {})
 
     def _versioner(self, spec: RowSpec) -> Callable[[], str]:
         def version() -> str:
