@@ -6,6 +6,7 @@ Pure: the clock is a function passed in. A token is never kept, only its SHA-256
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import OrderedDict
@@ -48,6 +49,7 @@ class Identity:
                           separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=4096)  # a sha256 per request otherwise: the same few tokens repeat
 def cache_key(token: str, session_id: str = "") -> str:
     """
     Keyed on the Hub session as JupyterHub does: after a Hub logout the session cookie

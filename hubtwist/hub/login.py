@@ -27,6 +27,7 @@ from hubtwist.proxy.errors import send_error
 log = Logger(namespace="hubtwist.hub")
 
 SESSION_COOKIE = "jupyterhub-session-id"
+_KEPT_FOR = 60.0  # seconds a Cookie header's cleaned form is reused
 STATE_COOKIE_MAX_AGE = 600
 
 
@@ -55,6 +56,7 @@ class HubLogin:
         self._cookie_path = "/" if settings.cookie_host_prefix else base_url
         self._state_cookie = settings.cookie_name + "-oauth-state"
         self._xsrf_ids: dict[tuple, str] = {}
+        self._kept_cookies: dict[tuple[bytes, ...], tuple[bytes | None, float]] = {}
 
     # -- reading a request -----------------------------------------------------------------
 
@@ -230,13 +232,21 @@ class HubLogin:
         if not headers:
             return
         now = self._clock()
+        key = tuple(headers)
+        known = self._kept_cookies.get(key)
+        if known is not None and now - known[1] < _KEPT_FOR:
+            kept = known[0]
+        else:
+            def own(name: str, value: str) -> bool:
+                if name == XSRF_COOKIE:
+                    return self._signer.verify(XSRF_COOKIE, value, now) is not None
+                return name == self.cookie_name or name.startswith(self._state_cookie)
 
-        def own(name: str, value: str) -> bool:
-            if name == XSRF_COOKIE:
-                return self._signer.verify(XSRF_COOKIE, value, now) is not None
-            return name == self.cookie_name or name.startswith(self._state_cookie)
-
-        kept = without_cookies(headers, own)
+            kept = without_cookies(headers, own)
+            if len(self._kept_cookies) >= 1024:
+                self._kept_cookies.clear()
+            # (the same header gives the same answer while its signatures stay valid)
+            self._kept_cookies[key] = (kept, now)
         if kept is None:
             request.requestHeaders.removeHeader(b"cookie")
         else:

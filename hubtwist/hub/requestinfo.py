@@ -55,13 +55,24 @@ def drop_query_arg(request, name: str, matches: Callable[[str], bool] | None = N
         request.args = parse_qs(uri.partition(b"?")[2], keep_blank_values=True)
 
 
+_PARSED: dict[tuple[bytes, ...], list[tuple[str, str]]] = {}
+_MAX_PARSED = 1024
+
+
 def cookies(request) -> list[tuple[str, str]]:
     """The request's cookies, parsed once per request (the gates ask several times)."""
     raw = request.requestHeaders.getRawHeaders(b"cookie", [])
     memo = getattr(request, "_parsed_cookies", None)
     if memo is not None and memo[0] == raw:
         return memo[1]
-    parsed = parse_cookies(raw)
+    # A browser sends the same Cookie header with every request: parsed once for all of them.
+    key = tuple(raw)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = parse_cookies(raw)
+        if len(_PARSED) >= _MAX_PARSED:
+            _PARSED.clear()
+        _PARSED[key] = parsed
     try:
         request._parsed_cookies = (list(raw), parsed)
     except AttributeError:
