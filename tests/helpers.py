@@ -87,17 +87,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(condition, timeout: float, message: str):
+def wait_for(condition, timeout: float, message: str, interval: float = 0.02):
     """Block until C{condition()} is truthy (returns it); fail after C{timeout} seconds."""
     import time
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = condition()
         if value:
             return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+wait_until = wait_for  # the name the e2e suites use
 
 
 def http_get(url: str, timeout: float = 30) -> tuple[int, bytes]:

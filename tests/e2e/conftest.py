@@ -17,7 +17,6 @@ import pathlib
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,6 +26,7 @@ import pytest
 import requests
 
 from tests.helpers import APPS, HTTPAPP, alive, descendants
+from tests.helpers import free_port, wait_until  # noqa: F401 (used here and by importers)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHP = REPO / "tests" / ".node" / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -36,21 +36,6 @@ ACTIVITY_INTERVAL = 2  # seconds; JUPYTERHUB_ACTIVITY_INTERVAL of the users' ser
 SETUP_HINT = "run `bash tests/setup` (it installs jupyterhub from PyPI and configurable-http-proxy from npm)"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until(condition, timeout: float, message: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
 
 
 def _answers(url: str, status: int | None = None) -> bool:

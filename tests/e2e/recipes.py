@@ -29,6 +29,7 @@ import requests
 from websockets.sync.client import connect
 
 from tests.helpers import alive, descendants, free_port
+from tests.helpers import wait_until  # noqa: F401 (used here and by importers)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 VENV = REPO / "tests" / ".recipes-venv"
@@ -99,16 +100,6 @@ def kill_all(pids: set[int]) -> None:
             except OSError:
                 pass
 
-
-def wait_until(condition, timeout: float, message: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
 
 
 class Hubtwist:
