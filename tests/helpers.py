@@ -77,6 +77,44 @@ def descendants(pid: int) -> set[int]:
 
 # -- blocking helpers, for tests that drive hubtwist as a separate process -----------------
 
+HUBTWIST = [sys.executable, "-m", "hubtwist"]
+
+
+class HubtwistProcesses:
+    """
+    Starts hubtwist subprocesses for a test (C{processes(*args, env=...)}: output on a
+    pipe, text) and stops every one still running at the end (L{stop_all}: SIGTERM, then
+    SIGKILL after 20 s). Use it from a fixture.
+    """
+
+    def __init__(self, env=None) -> None:
+        self.env = env
+        self.started = []
+
+    def __call__(self, *args, env=None):
+        import subprocess
+
+        process = subprocess.Popen([*HUBTWIST, *args], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, env=env or self.env)
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        import signal
+        import subprocess
+
+        for process in self.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+            if process.stdout:
+                process.stdout.close()
+
+
 
 def free_port() -> int:
     """A loopback TCP port nothing listens on right now."""

@@ -6,13 +6,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import HTTPAPP, alive, descendants, free_port, try_get, wait_for
+from tests.helpers import (
+    alive, descendants, free_port, HTTPAPP, HUBTWIST, HubtwistProcesses, try_get, wait_for,
+)
 
-HUBTWIST = [sys.executable, "-m", "hubtwist"]
 
 
 def run(*args, timeout=30, **kwargs):
@@ -21,21 +21,9 @@ def run(*args, timeout=30, **kwargs):
 
 @pytest.fixture
 def hubtwist_process():
-    started = []
-
-    def start(*args, env=None):
-        process = subprocess.Popen([*HUBTWIST, *args], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, env=env)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        if process.stdout:
-            process.stdout.close()
+    processes = HubtwistProcesses()
+    yield processes
+    processes.stop_all()
 
 
 def test_version():

@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import HTTPAPP, free_port, try_get, wait_for
+from tests.helpers import free_port, HTTPAPP, HUBTWIST, HubtwistProcesses, try_get, wait_for
 
-HUBTWIST = [sys.executable, "-m", "hubtwist"]
 # No Hub, no chosen token: each test says what it wants.
 ENV = {k: v for k, v in os.environ.items()
        if not k.startswith(("JUPYTERHUB_", "HUBTWIST_")) or k == "HUBTWIST_ALLOW_ROOT"}
@@ -23,24 +21,9 @@ ENV = {k: v for k, v in os.environ.items()
 
 @pytest.fixture
 def start():
-    started = []
-
-    def run(*args, env=None):
-        process = subprocess.Popen([*HUBTWIST, *args], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, env=env or ENV)
-        started.append(process)
-        return process
-
-    yield run
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        process.stdout.close()
+    processes = HubtwistProcesses(ENV)
+    yield processes
+    processes.stop_all()
 
 
 def stop_and_read(process) -> str:

@@ -17,31 +17,15 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import APPS, HTTPAPP, alive, free_port, try_get, wait_for
+from tests.helpers import alive, free_port, HTTPAPP, HUBTWIST, HubtwistProcesses, try_get, wait_for
 
-HUBTWIST = [sys.executable, "-m", "hubtwist"]
 
 
 @pytest.fixture
 def start():
-    started = []
-
-    def run(*args, env=None):
-        process = subprocess.Popen([*HUBTWIST, *args], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, env=env)
-        started.append(process)
-        return process
-
-    yield run
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        process.stdout.close()
+    processes = HubtwistProcesses()
+    yield processes
+    processes.stop_all()
 
 
 def stop(process) -> str:
