@@ -60,23 +60,18 @@ _MAX_PARSED = 1024
 
 
 def cookies(request) -> list[tuple[str, str]]:
-    """The request's cookies, parsed once per request (the gates ask several times)."""
-    raw = request.requestHeaders.getRawHeaders(b"cookie", [])
-    memo = getattr(request, "_parsed_cookies", None)
-    if memo is not None and memo[0] == raw:
-        return memo[1]
-    # A browser sends the same Cookie header with every request: parsed once for all of them.
-    key = tuple(raw)
+    """
+    The request's cookies. A browser sends the same Cookie header with every request (and
+    the gates ask several times per request): each header is parsed once for all of them.
+    The list is shared: read it, never change it.
+    """
+    key = tuple(request.requestHeaders.getRawHeaders(b"cookie", ()))
     parsed = _PARSED.get(key)
     if parsed is None:
-        parsed = parse_cookies(raw)
+        parsed = parse_cookies(key)
         if len(_PARSED) >= _MAX_PARSED:
             _PARSED.clear()
         _PARSED[key] = parsed
-    try:
-        request._parsed_cookies = (list(raw), parsed)
-    except AttributeError:
-        pass  # an object that takes no new attributes: parsed each time
     return parsed
 
 

@@ -334,7 +334,7 @@ class LeanRequest:
     """
 
     __slots__ = ("method", "uri", "path", "args", "_headers", "_peer", "response_headers",
-                 "identity_headers", "hubtwist_user", "_parsed_cookies")
+                 "identity_headers", "hubtwist_user")
 
     def __init__(self, method: bytes, uri: bytes, headers, client_host: bytes) -> None:
         self.method = method
@@ -346,7 +346,6 @@ class LeanRequest:
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.identity_headers = ()
         self.hubtwist_user = None  # who is calling, for the access log
-        self._parsed_cookies = None
 
     # twisted.web.http_headers.Headers, as far as the gates use it
     @property

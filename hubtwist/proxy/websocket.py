@@ -61,7 +61,7 @@ from hubtwist.proxy.ws_frames import (
     frame_header, parse_close,
 )
 from hubtwist.proxy.ws_handshake import (
-    BodyReader, HandshakeError, end_to_end, handshake_request, parse_head,
+    BodyReader, HandshakeError, handshake_request, parse_head,
     select_raw_subprotocol, switching_protocols,
 )
 
@@ -567,7 +567,7 @@ class SpliceSession(_Session):
         if head.get(b"sec-websocket-accept") != [accept_key(key)]:
             self._bad_answer("its Sec-WebSocket-Accept does not match the key")
             return
-        headers = mapped_headers(self.request, self.route, end_to_end(head))
+        headers = mapped_headers(self.request, self.route, head.headers)
         self.accept(switching_protocols(own_headers(self.request, headers) + headers), rest)
 
     def flow(self):
@@ -670,7 +670,7 @@ class SpliceSession(_Session):
         out = request.responseHeaders
         out.removeHeader(b"server")
         out.removeHeader(b"date")
-        for name, value in mapped_headers(request, self.route, end_to_end(head)):
+        for name, value in mapped_headers(request, self.route, head.headers):
             out.addRawHeader(name, value)
         if self.refusal.length is not None:
             out.setRawHeaders(b"content-length", [b"%d" % self.refusal.length])

@@ -18,7 +18,7 @@ from hubtwist.proxy.http1 import (
 )
 
 __all__ = [
-    "MAX_HEAD", "BodyReader", "HandshakeError", "ResponseHead", "end_to_end",
+    "MAX_HEAD", "BodyReader", "HandshakeError", "ResponseHead",
     "handshake_request", "parse_head", "select_raw_subprotocol", "switching_protocols",
 ]
 
@@ -61,11 +61,6 @@ def parse_head(data: bytes) -> tuple[ResponseHead, bytes] | None:
     except WireError as error:
         raise HandshakeError(str(error)) from None
     return head, data[end + 4:]
-
-
-def end_to_end(head: ResponseHead) -> list[tuple[bytes, bytes]]:
-    """The headers of C{head} minus hop-by-hop ones (and those its C{Connection} names)."""
-    return head.headers
 
 
 def switching_protocols(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
