@@ -105,6 +105,14 @@ class Relaying:
 
     __slots__ = ()
 
+    def abandon(self, _failure=None) -> None:
+        """The client went away: stop waiting for the app, and drop its answer."""
+        self.client_gone = True
+        if self.pending is not None:
+            self.pending.cancel()
+        if self.flow is not None:
+            self.flow.stopProducing()
+
     def _timeout_cancelled(self, result, timeout):
         # A cancelled request fails like any other; remember why it was cancelled.
         self.timed_out = True
@@ -154,14 +162,7 @@ class _Exchange(Relaying):
         self.delivering = False  # the response body was handed to deliver()
         self.grace = None  # a page view's wait before it gets the progress page
         self.urls: UrlRewriter | None = None  # rewrite_urls, for this response
-        request.notifyFinish().addErrback(self._client_lost)
-
-    def _client_lost(self, _failure) -> None:
-        self.client_gone = True
-        if self.pending is not None:
-            self.pending.cancel()
-        if self.flow is not None:
-            self.flow.stopProducing()
+        request.notifyFinish().addErrback(self.abandon)
 
     # -- the app ---------------------------------------------------------------------------
 

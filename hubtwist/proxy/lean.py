@@ -502,11 +502,7 @@ class _LeanExchange(Relaying):
 
     def client_lost(self) -> None:
         self.recorded()
-        self.client_gone = True
-        if self.pending is not None:
-            self.pending.cancel()
-        if self.flow is not None:
-            self.flow.stopProducing()
+        self.abandon()
 
     # -- the app's answer ----------------------------------------------------------------
 
