@@ -229,13 +229,14 @@ class HubGate(Resource):
             # token leaves the address bar (and later Referer headers).
             self._login.set_login_cookie(request, credentials.token, credentials.session_id)
             return redirect(request, info.uri_without_arg(request, "token"))
-        if credentials.source == "cookie" and info.is_navigation(request):
-            self._login.refresh_xsrf_cookie(request, credentials.token, credentials.session_id)
         self._pass(request, credentials, identity)
         return self._inner.render(request)
 
     def _pass(self, request, credentials: Credentials, identity: Identity) -> None:
-        """An admitted request goes on without hubtwist's credentials, with who is calling."""
+        """An admitted request goes on without hubtwist's credentials, with who is calling;
+        a page view by cookie gets a valid C{_xsrf} cookie if the browser lacks one."""
+        if credentials.source == "cookie" and info.is_navigation(request):
+            self._login.refresh_xsrf_cookie(request, credentials.token, credentials.session_id)
         hide_credentials(request, credentials)
         self._login.hide_own_cookies(request)
         if self._forward_user_info:
@@ -248,9 +249,10 @@ class HubGate(Resource):
         HEAD): True when L{render} would let the request through at once, with the same
         checks in the same code (L{_credentials}, the identity cache, the scopes) and the
         request cleaned as L{render} cleans it (L{_pass}), C{X-JupyterHub-Version} on the
-        answer. Whatever L{render} would have to wait for or answer itself — credentials
-        the cache does not know (fresh), a refusal, a token in the URL, a page view whose
-        C{_xsrf} cookie must be set, the OAuth callback, logout — is left to it (False).
+        answer (and a fresh C{_xsrf} cookie on a page view that lacks a valid one, as
+        L{render} sets it). Whatever L{render} would have to wait for or answer itself —
+        credentials the cache does not know (fresh), a refusal, a token in the URL, the
+        OAuth callback, logout — is left to it (False).
         """
         path = request.path
         if not path.startswith(self._prefix) or path in self._open_paths:
@@ -262,10 +264,6 @@ class HubGate(Resource):
             return False
         identity = self._cache.fresh(cache_key(credentials.token, credentials.session_id))
         if identity is UNKNOWN or identity is None or not self._granted(identity):
-            return False
-        if (credentials.source == "cookie" and info.is_navigation(request)
-                and not self._login.has_xsrf_cookie(request, credentials.token,
-                                                    credentials.session_id)):
             return False
         if self.hub_version:
             request.setHeader(b"x-jupyterhub-version", self.hub_version)

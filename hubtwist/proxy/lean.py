@@ -48,7 +48,7 @@ from hubtwist.proxy.http1 import (
 from hubtwist.proxy.rewrite import backend_path
 from hubtwist.proxy.sending import allow_bulk, direct_writer
 from hubtwist.proxy.splicing import spliceable
-from hubtwist.proxy.twisted_private import can_swap_protocol, swap_protocol
+from hubtwist.proxy.twisted_private import can_swap_protocol, set_cookie_value, swap_protocol
 from hubtwist.supervise import State
 
 __all__ = ["LeanChannel", "LeanExchange", "LeanFactory", "LeanRequest", "lean_description",
@@ -328,7 +328,8 @@ class LeanRequest:
     lean path's parsed head. So a gate decides a lean request with the very code that
     decides an ordinary one (L{hubtwist.hub.gate.HubGate.admit_lean}).
 
-    @ivar response_headers: headers the gate put on the answer (C{setHeader}).
+    @ivar response_headers: headers the gate put on the answer (C{setHeader}, and a
+        C{Set-Cookie} per C{addCookie}).
     @ivar identity_headers: who is calling, for the app (C{forward_user_info}).
     @ivar hubtwist_user: who is calling, for the access log.
     """
@@ -380,6 +381,10 @@ class LeanRequest:
 
     def setHeader(self, name: bytes, value: bytes) -> None:
         self.response_headers.append((name, value))
+
+    def addCookie(self, name, value, **attributes) -> None:
+        """As twisted.web's C{Request.addCookie}, with its formatting."""
+        self.response_headers.append((b"Set-Cookie", set_cookie_value(name, value, **attributes)))
 
 
 def _parse(head: bytes):

@@ -49,6 +49,10 @@ L{twisted.protocols.basic.LineReceiver} (what C{HTTPChannel} parses request head
 L{twisted.web.http.Request}:
 
   - C{_disconnected}: whether the client is gone (L{request_disconnected}, for error pages).
+  - C{addCookie} (public) called on another object: it formats the C{Set-Cookie} value and
+    appends it to C{self.cookies}, nothing else. L{set_cookie_value} borrows it so that a
+    cookie the lean path sets (L{hubtwist.proxy.lean.LeanRequest.addCookie}) is the very
+    line twisted.web would write.
 
 Not through this module: L{hubtwist.proxy.early} reads C{HTTPChannel._command}, C{_path}
 and C{_version} (checked by C{tests/integration/test_early_dispatch.py}), and
@@ -69,7 +73,7 @@ __all__ = [
     "ProtocolSwapUnavailable", "TakeoverUnavailable", "can_swap_protocol", "direct_writer",
     "busy_receiving", "has_write_buffers", "missing_members", "nothing_queued", "queued_bytes",
     "unparsed_line",
-    "request_disconnected", "set_buffer_sizes", "swap_protocol", "upgrade_channel",
+    "request_disconnected", "set_buffer_sizes", "set_cookie_value", "swap_protocol", "upgrade_channel",
 ]
 
 _NEEDS = "hubtwist needs Twisted 25.5 to 26.x"
@@ -212,6 +216,25 @@ def request_disconnected(request) -> bool:
     return gone
 
 
+class _CookieHolder:
+    __slots__ = ("cookies",)
+
+    def __init__(self) -> None:
+        self.cookies: list[bytes] = []
+
+
+def set_cookie_value(name, value, **attributes) -> bytes:
+    """
+    The C{Set-Cookie} header value twisted.web's C{Request.addCookie(name, value,
+    **attributes)} writes (sanitised, attributes in its order), so both paths set cookies
+    with one formatter.
+    """
+    holder = _CookieHolder()
+    http.Request.addCookie(holder, name, value, **attributes)
+    (line,) = holder.cookies
+    return line
+
+
 # -- request heads -------------------------------------------------------------------------
 
 def unparsed_line(receiver) -> bytes:
@@ -255,6 +278,11 @@ def missing_members() -> list[str]:
     finally:
         left.close()
         right.close()
+    try:
+        set_cookie_value("a", "b", path="/", httpOnly=True, sameSite="lax")
+    except Exception as error:  # noqa: BLE001 - any change of shape is what this reports
+        problems.append(f"Request.addCookie no longer works on a cookie holder ({error!r}): "
+                        "the lean path cannot set cookies; port set_cookie_value")
     if not callable(getattr(http.HTTPChannel, "_protocolUpgradeForWebsockets", None)):
         problems.append("HTTPChannel._protocolUpgradeForWebsockets is gone: WebSocket "
                         "handshakes answer 501; port upgrade_channel")

@@ -76,8 +76,8 @@ def test_her_websocket_works_and_an_anonymous_one_is_refused(hub, alice):
     assert refused.value.response.status_code == 403
 
 
-def test_the_readiness_path_answers_without_login_and_carries_the_version(hub):
-    # The app owns the base URL (default_server): the Hub's probe of /user/alice/api gets
+def test_the_readiness_path_answers_without_login_and_carries_the_version(hub, alice):
+    # alice's login spawned her server (run alone, this test needs it too). The app owns the base URL (default_server): the Hub's probe of /user/alice/api gets
     # the app's path, behind the login (any answer below 500 is "up" to the Hub); it is
     # never served to anyone without credentials. hubtwist's own version needs no login.
     response = requests.get(f"{hub.public_url}/user/alice/api", timeout=10, allow_redirects=False)

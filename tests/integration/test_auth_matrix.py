@@ -33,7 +33,9 @@ def exchange(port: int, method: str, path: str, headers: dict, ordinary: bool):
         connection.request(method, path, headers=headers)
         response = connection.getresponse()
         body = response.read()
-        cookies = sorted(value.split("=", 1)[0] for name, value in response.getheaders()
+        # A cookie's name and attributes (its value is signed with the time: it differs)
+        cookies = sorted((value.split("=", 1)[0], value.partition(";")[2])
+                         for name, value in response.getheaders()
                          if name.lower() == "set-cookie")
         return {
             "status": response.status,
@@ -79,6 +81,8 @@ def hub_cases(cookies: dict[str, str]) -> dict[str, tuple[str, str, dict]]:
         "a bad token": ("GET", "/user/alice/echo", {"Authorization": "token nope", **JSON}),
         "the cookie, a page": ("GET", "/user/alice/echo", {"Cookie": login + "; app=1", **HTML}),
         "the cookie without _xsrf, a page": ("GET", "/user/alice/echo", {"Cookie": no_xsrf, **HTML}),
+        "the cookie, a page from another browser": ("GET", "/user/alice/echo", {
+            "Cookie": login, "User-Agent": "another browser", **HTML}),
         "the cookie, fetch() without XSRF": ("GET", "/user/alice/echo", {
             "Cookie": login, "Sec-Fetch-Mode": "cors", **JSON}),
         "the cookie, fetch() with XSRF": ("GET", "/user/alice/echo", {
@@ -109,14 +113,21 @@ async def test_hub_mode_answers_the_same_on_both_paths(hubtwist, fake_hub):
             "Authorization": f"token {token}"})).content()
     port = ht.ports[0].getHost().port
     lean_answered = []
+    answers = {}
     for case, (method, path, headers) in hub_cases(cookies).items():
         before = ht.lean.served
         lean = await in_thread(exchange, port, method, path, headers, False)
         lean_answered.append(case) if ht.lean.served > before else None
         ordinary = await in_thread(exchange, port, method, path, headers, True)
         assert lean == ordinary, case
+        answers[case] = lean
+    # A page view without a valid _xsrf cookie gets one, on either path.
+    for case in ("the cookie without _xsrf, a page", "the cookie, a page from another browser"):
+        assert [name for name, _ in answers[case]["set-cookie"]] == ["_xsrf"], case
+    assert answers["the cookie, a page"]["set-cookie"] == []
     assert set(lean_answered) == {
         "alice's token", "alice's token, HEAD", "the cookie, a page",
+        "the cookie without _xsrf, a page", "the cookie, a page from another browser",
         "the cookie, fetch() with XSRF", "the cookie, an image",
         "alice's token, spoofed identity"}, lean_answered
 
