@@ -8,6 +8,9 @@ hubtwist as JupyterHub's proxy: C{hubtwist chp}, a drop-in for configurable-http
               WebSocketBridge of L{hubtwist.proxy}; CHP's error pages and headers
   lean.py     plain GET/HEAD on hubtwist's lean path (L{hubtwist.proxy.lean}), CHP's way
   api.py      the REST API (C{/api/routes}), token-checked
+  tls.py      TLS: the listeners' contexts (C{--ssl-*}, C{--api-ssl-*}), https targets'
+              addresses (C{--client-ssl-*}, C{--insecure})
+  redirect.py C{--redirect-port}: plain HTTP answered with a 301 to HTTPS
   cli.py      CHP's command line, the listeners, the pid file
 
 The engine is the rest of hubtwist's: L{hubtwist.proxy.lean.LeanFactory} takes plain

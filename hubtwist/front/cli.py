@@ -3,9 +3,11 @@ C{hubtwist chp [OPTIONS]}: configurable-http-proxy's command line, served by hub
 engine. JupyterHub's stock C{ConfigurableHTTPProxy} starts it unchanged with
 C{c.ConfigurableHTTPProxy.command = ["hubtwist", "chp"]}.
 
-Options CHP has and hubtwist does not support (TLS, metrics, storage backends) exit 2
-with a sentence saying so, rather than running with a different meaning. Log lines go to
-stdout, as CHP's do (C{Route added PATH -> TARGET} is what CHP's own CLI tests wait for).
+TLS (C{--ssl-*}, C{--api-ssl-*}, C{--client-ssl-*}, C{--redirect-port}, https targets)
+is L{hubtwist.front.tls}'s. Options CHP has and hubtwist does not support (metrics,
+storage backends, RC4) exit 2 with a sentence saying so, rather than running with a
+different meaning. Log lines go to stdout, as CHP's do (C{Route added PATH -> TARGET} is
+what CHP's own CLI tests wait for).
 """
 
 from __future__ import annotations
@@ -21,15 +23,12 @@ __all__ = ["main", "parse_args"]
 USAGE_ERROR = 2
 
 _UNSUPPORTED = {
-    "ssl_key": "--ssl-key", "ssl_cert": "--ssl-cert", "api_ssl_key": "--api-ssl-key",
-    "api_ssl_cert": "--api-ssl-cert", "client_ssl_key": "--client-ssl-key",
-    "client_ssl_cert": "--client-ssl-cert", "client_ssl_ca": "--client-ssl-ca",
+    "ssl_allow_rc4": "--ssl-allow-rc4",
     "metrics_port": "--metrics-port", "metrics_socket": "--metrics-socket",
-    "storage_backend": "--storage-backend", "redirect_port": "--redirect-port",
+    "storage_backend": "--storage-backend",
 }
 _WHY = {
-    "--redirect-port": "it redirects HTTP to the proxy's HTTPS port, and hubtwist chp does "
-                       "not terminate TLS (terminate it in front of hubtwist chp)",
+    "--ssl-allow-rc4": "RC4 is broken and the OpenSSL hubtwist uses has no RC4 ciphers",
     "--metrics-port": "hubtwist chp has no Prometheus endpoint yet",
     "--metrics-socket": "hubtwist chp has no Prometheus endpoint yet",
     "--storage-backend": "hubtwist chp keeps its routes in memory (JupyterHub restores them "
@@ -68,7 +67,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--default-target", help="target of the / route")
     p.add_argument("--error-target", help="URL asked for error pages: TARGET/CODE?url=URL")
     p.add_argument("--error-path", help="directory of CODE.html / error.html error pages")
-    p.add_argument("--redirect-to", type=int, help="(with --redirect-port) the port redirected to")
+    p.add_argument("--redirect-to", type=int,
+                   help="(with --redirect-port) the HTTPS port redirected to (--port)")
     p.add_argument("--pid-file", help="write the process id to this file")
     p.add_argument("--no-x-forward", dest="x_forward", action="store_false",
                    help="send no X-Forwarded-* headers")
@@ -85,7 +85,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--custom-header", action="append", default=[],
                    help="NAME:VALUE added to every proxied request (repeatable)")
     p.add_argument("--insecure", action="store_true",
-                   help="accepted for compatibility (hubtwist chp has no https targets)")
+                   help="do not verify the certificates of https:// targets")
     p.add_argument("--host-routing", action="store_true", help="route by host, then path")
     p.add_argument("--log-level", default="info",
                    help="debug, info, warn or error (info)")
@@ -99,21 +99,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--metrics-socket", help=argparse.SUPPRESS)
     p.add_argument("--storage-backend", help=argparse.SUPPRESS)
-    p.add_argument("--redirect-port", type=int, help=argparse.SUPPRESS)
-    for name in ("ssl-key", "ssl-cert", "ssl-ca", "ssl-protocol", "ssl-ciphers", "ssl-dhparam",
-                 "api-ssl-key", "api-ssl-cert", "api-ssl-ca", "client-ssl-key",
-                 "client-ssl-cert", "client-ssl-ca"):
-        p.add_argument(f"--{name}", help=argparse.SUPPRESS)
-    for name in ("ssl-request-cert", "ssl-reject-unauthorized", "ssl-allow-rc4",
-                 "api-ssl-request-cert", "api-ssl-reject-unauthorized",
-                 "client-ssl-request-cert", "client-ssl-reject-unauthorized"):
-        p.add_argument(f"--{name}", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--redirect-port", type=int,
+                   help="answer plain HTTP on this port with a 301 to the HTTPS port")
+    _tls_arguments(p)
     args = p.parse_args(list(argv))
     for attribute, flag in _UNSUPPORTED.items():
         if getattr(args, attribute):
-            why = _WHY.get(flag, "hubtwist chp does not terminate or originate TLS; put a TLS "
-                                 "terminator in front of it and use http:// targets")
-            _fail(f"{flag} is not supported: {why}.")
+            _fail(f"{flag} is not supported: {_WHY[flag]}.")
     if args.error_target and args.error_path:
         _fail("--error-target and --error-path cannot be given together: pick one.")
     level = args.log_level.lower()
@@ -129,20 +121,90 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.headers = tuple(headers)
     if args.api_port is None:
         args.api_port = args.port + 1
+    _tls_setup(args)
     if args.default_target:
-        _check_target("--default-target", args.default_target)
+        _check_target("--default-target", args.default_target, args.client_tls)
     if args.error_target:
-        _check_target("--error-target", args.error_target)
+        _check_target("--error-target", args.error_target, args.client_tls)
         if not args.error_target.endswith("/"):
             args.error_target += "/"
     return args
 
 
-def _check_target(flag: str, value: str) -> None:
+def _tls_arguments(p: argparse.ArgumentParser) -> None:
+    """CHP's TLS options (hubtwist.front.tls says what each means)."""
+    for prefix, what in (("ssl", "the public (HTTPS) listener"), ("api-ssl", "the REST API")):
+        p.add_argument(f"--{prefix}-key", help=f"PEM private key of {what}")
+        p.add_argument(f"--{prefix}-cert", help=f"PEM certificate (chain) of {what}")
+        p.add_argument(f"--{prefix}-ca", help=f"PEM CA(s) that client certificates of {what} "
+                       "are checked against")
+        p.add_argument(f"--{prefix}-request-cert", action="store_true",
+                       help=f"ask clients of {what} for a certificate")
+        p.add_argument(f"--{prefix}-reject-unauthorized", action="store_true",
+                       help=f"refuse clients of {what} without a valid certificate (with "
+                       f"--{prefix}-request-cert)")
+    p.add_argument("--ssl-protocol", help="TLS version: TLS (any), TLSv1_2, TLSv1_3, ...")
+    p.add_argument("--ssl-ciphers", help="OpenSSL cipher list (CHP's default otherwise)")
+    p.add_argument("--ssl-dhparam", help="PEM Diffie-Hellman parameters")
+    p.add_argument("--ssl-allow-rc4", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--client-ssl-key", help="PEM key of the certificate shown to https targets")
+    p.add_argument("--client-ssl-cert", help="PEM certificate shown to https targets")
+    p.add_argument("--client-ssl-ca", help="PEM CA(s) https targets are checked against "
+                   "(the system's otherwise)")
+    for name in ("client-ssl-request-cert", "client-ssl-reject-unauthorized"):
+        # CHP accepts them and passes neither to its targets' connections; nor does hubtwist.
+        p.add_argument(f"--{name}", action="store_true", help=argparse.SUPPRESS)
+
+
+def _tls_setup(args: argparse.Namespace) -> None:
+    """The TLS contexts the options ask for (files read now: a mistake exits 2 here):
+    C{args.public_tls}, C{args.api_tls} (None for plain HTTP), C{args.client_tls}."""
+    from hubtwist.front.tls import ClientTls, TlsSetupError, server_context
+
+    try:
+        args.public_tls = args.api_tls = None
+        if args.ssl_key or args.ssl_cert:
+            args.public_tls = server_context(
+                "ssl", args.ssl_key, args.ssl_cert, ca=args.ssl_ca or "",
+                request_cert=args.ssl_request_cert,
+                reject_unauthorized=args.ssl_reject_unauthorized,
+                ciphers=args.ssl_ciphers or "", protocol=args.ssl_protocol or "",
+                dhparam=args.ssl_dhparam or "",
+                passphrase=os.environ.get("CONFIGPROXY_SSL_KEY_PASSPHRASE", ""))
+        if args.api_ssl_key or args.api_ssl_cert:
+            # CHP gives the API the public listener's ciphers, protocol and DH parameters.
+            args.api_tls = server_context(
+                "api-ssl", args.api_ssl_key, args.api_ssl_cert, ca=args.api_ssl_ca or "",
+                request_cert=args.api_ssl_request_cert,
+                reject_unauthorized=args.api_ssl_reject_unauthorized,
+                ciphers=args.ssl_ciphers or "", protocol=args.ssl_protocol or "",
+                dhparam=args.ssl_dhparam or "",
+                passphrase=os.environ.get("CONFIGPROXY_API_SSL_KEY_PASSPHRASE", ""))
+        args.client_tls = ClientTls(key=args.client_ssl_key or "", cert=args.client_ssl_cert or "",
+                                    ca=args.client_ssl_ca or "", insecure=args.insecure)
+    except TlsSetupError as error:
+        _fail(f"{error}.")
+    if args.redirect_port is not None:
+        if args.public_tls is None:
+            _fail("--redirect-port needs --ssl-key and --ssl-cert: it redirects plain HTTP to "
+                  "the proxy's HTTPS port.")
+        if not 0 < args.redirect_port <= 65535:
+            _fail(f"--redirect-port {args.redirect_port} is out of range.")
+
+
+def https_address(client_tls):
+    """The C{https(address, hostname)} maker of https targets' addresses (see
+    L{hubtwist.front.routes.parse_target})."""
+    from hubtwist.front.tls import TlsAddress
+
+    return lambda address, hostname: TlsAddress(address, hostname, client_tls)
+
+
+def _check_target(flag: str, value: str, client_tls) -> None:
     from hubtwist.front.routes import TargetError, parse_target
 
     try:
-        parse_target(value)
+        parse_target(value, https_address(client_tls))
     except TargetError as error:
         _fail(f"{flag}: {error}.")
 
@@ -179,11 +241,13 @@ async def _serve(reactor, args) -> None:
     from twisted.internet.defer import Deferred, maybeDeferred
     from twisted.internet.endpoints import serverFromString
     from twisted.logger import Logger
+    from twisted.protocols.tls import TLSMemoryBIOFactory
     from twisted.web.server import Site
 
     from hubtwist.front.api import RoutesApi
     from hubtwist.front.lean import ChpForwarder, ChpLeanExchange, ChpLeanRouter
     from hubtwist.front.proxy import Front, FrontOptions, FrontResource
+    from hubtwist.front.redirect import RedirectResource
     from hubtwist.front.routes import RouteTable
     from hubtwist.proxy.early import StreamingSite
     from hubtwist.proxy.lean import LeanFactory, lean_description
@@ -200,7 +264,7 @@ async def _serve(reactor, args) -> None:
         error_target=args.error_target or "", error_path=args.error_path or "",
         upstream_timeout=min(timeouts) if timeouts else None,
     )
-    table = RouteTable(host_routing=args.host_routing)
+    table = RouteTable(host_routing=args.host_routing, https=https_address(args.client_tls))
     clock = time.time
     pool = UpstreamPool(reactor)
     front = Front(reactor, table, options, pool, WebSocketBridge(reactor), clock)
@@ -221,14 +285,32 @@ async def _serve(reactor, args) -> None:
     public = _endpoint(args.socket, args.ip, args.port)
     api = _endpoint(args.api_socket, args.api_ip, args.api_port)
     public_factory = site
-    if lean_description(public):
+    if args.public_tls is not None:
+        # The lean path needs a plain socket (it swaps the connection's protocol): over
+        # TLS every request takes twisted.web.
+        public_factory = TLSMemoryBIOFactory(args.public_tls, False, site)
+    elif lean_description(public):
         # Plain GET/HEAD requests on the lean path, everything else on twisted.web (`site`).
         router = ChpLeanRouter(front)
         public_factory = LeanFactory(site, router, ChpForwarder(front),
                                      admit=router.admit if args.host_routing else None)
         public_factory.exchange = ChpLeanExchange
+    api_factory = api_site
+    if args.api_tls is not None:
+        api_factory = TLSMemoryBIOFactory(args.api_tls, False, api_site)
+    listeners = [(public, public_factory), (api, api_factory)]
+    redirect_to = args.redirect_to or args.port
+    if args.redirect_port is not None and (args.socket or args.port == 80) \
+            and not args.redirect_to:
+        # CHP's condition: no port to redirect to (a unix socket), or the proxy on 80.
+        log.warn("--redirect-port ignored: give --redirect-to the HTTPS port")
+    elif args.redirect_port is not None:
+        redirect_site = Site(RedirectResource(redirect_to))
+        redirect_site.noisy = False
+        redirect_site.log = _no_access_log
+        listeners.append((f"tcp:{args.redirect_port}", redirect_site))
     ports = []
-    for description, factory in ((public, public_factory), (api, api_site)):
+    for description, factory in listeners:
         try:
             ports.append(await serverFromString(reactor, description).listen(factory))
         except Exception as error:  # in use, no such address, no permission
@@ -236,10 +318,17 @@ async def _serve(reactor, args) -> None:
             raise SystemExit(1) from None
     if not token:
         log.warn("REST API is not authenticated.")
-    log.info("Proxying http://{where} to {default}", where=args.socket or f"{args.ip or '*'}:{args.port}",
+    log.info("Proxying {scheme}://{where} to {default}",
+             scheme="https" if args.public_tls else "http",
+             where=args.socket or f"{args.ip or '*'}:{args.port}",
              default=args.default_target or "(no default)")
-    log.info("Proxy API at http://{where}/api/routes",
+    log.info("Proxy API at {scheme}://{where}/api/routes",
+             scheme="https" if args.api_tls else "http",
              where=args.api_socket or f"{args.api_ip}:{args.api_port}")
+    if len(ports) == 3:
+        # The words CHP's own CLI test waits for.
+        log.info("Added HTTP to HTTPS redirection from {source} to {to}",
+                 source=ports[2].getHost().port, to=redirect_to)
     if args.pid_file:
         with open(args.pid_file, "w") as stream:
             stream.write(str(os.getpid()))

@@ -99,7 +99,8 @@ def chp_location(location: bytes, code: int, target: Target, request_host: bytes
 
 def _default_port_less(target: Target) -> bytes:
     host = target.host.lower()
-    return host[:-3] if host.endswith(b":80") else host
+    default = b":443" if target.secure else b":80"
+    return host[: -len(default)] if host.endswith(default) else host
 
 
 def chp_headers(incoming, client: bytes, secure: bool, upgrade: bool, target: Target,
@@ -210,7 +211,7 @@ class Front:
         self.error_target: Target | None = None
         if options.error_target:
             from hubtwist.front.routes import parse_target
-            self.error_target = parse_target(options.error_target)
+            self.error_target = parse_target(options.error_target, table.https)
 
     # -- one request ---------------------------------------------------------------------
 

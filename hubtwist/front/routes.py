@@ -39,20 +39,23 @@ class TargetError(ValueError):
 @attrs.frozen
 class Target:
     """A parsed route target: where to connect, the path to prepend, the C{Host} that
-    C{--change-origin} sends."""
+    C{--change-origin} sends, whether it is reached with TLS (C{https://})."""
 
     address: BackendAddress
     path: bytes
     host: bytes
+    secure: bool = False
 
 
-def parse_target(target: str) -> Target:
+def parse_target(target: str, https=None) -> Target:
     """
-    C{http://HOST[:PORT][/PATH]} or C{http+unix://URL-ENCODED-SOCKET-PATH[/PATH]} (also
-    spelled C{unix+http://}), as CHP accepts them.
+    C{http://HOST[:PORT][/PATH]}, C{https://HOST[:PORT][/PATH]} or
+    C{http+unix://URL-ENCODED-SOCKET-PATH[/PATH]} (also spelled C{unix+http://}), as CHP
+    accepts them. C{https(address, hostname)} makes the address of an https target (one
+    that connects with TLS: L{hubtwist.front.tls.TlsAddress}); without it, https targets
+    are refused.
 
-    @raise TargetError: another scheme (C{https://} targets are not supported: hubtwist
-        talks plain HTTP to its backends), or no host.
+    @raise TargetError: another scheme, or no host.
     """
     try:
         parts = urlsplit(target)
@@ -66,15 +69,18 @@ def parse_target(target: str) -> Target:
         if not socket_path:
             raise TargetError(f"target {target!r} names no socket")
         return Target(BackendAddress.unix(socket_path), path, b"localhost")
-    if scheme != "http":
-        raise TargetError(f"target {target!r}: only http:// and http+unix:// targets are "
-                          "supported")
+    if scheme not in ("http", "https") or (scheme == "https" and https is None):
+        raise TargetError(f"target {target!r}: only http://, https:// and http+unix:// "
+                          "targets are supported")
     host = parts.hostname
     if not host:
         raise TargetError(f"target {target!r} has no host")
-    port = port or 80
+    port = port or (443 if scheme == "https" else 80)
     shown = f"[{host}]" if ":" in host else host
-    return Target(BackendAddress.tcp(port, host), path, f"{shown}:{port}".encode("idna"))
+    address = BackendAddress.tcp(port, host)
+    if scheme == "https":
+        address = https(address, host)
+    return Target(address, path, f"{shown}:{port}".encode("idna"), scheme == "https")
 
 
 def clean_path(path: str) -> str:
@@ -120,14 +126,14 @@ class ChpRoute:
 
     __slots__ = ("path", "data", "last_activity", "target", "problem", "prefix_bytes", "lean")
 
-    def __init__(self, path: str, data: dict, now: float) -> None:
+    def __init__(self, path: str, data: dict, now: float, https=None) -> None:
         self.path = path
         self.data = data
         self.last_activity = now
         self.prefix_bytes = b"" if path == "/" else path.encode("utf-8")
         self.lean = None  # the lean path's view of it, made on first use (front/lean.py)
         try:
-            self.target: Target | None = parse_target(data["target"])
+            self.target: Target | None = parse_target(data["target"], https)
             self.problem = ""
         except TargetError as error:
             self.target = None
@@ -146,8 +152,9 @@ class RouteTable:
     """The routes, by cleaned path, with a lookup whose cost does not grow with their
     number (see the module docstring)."""
 
-    def __init__(self, *, host_routing: bool = False) -> None:
+    def __init__(self, *, host_routing: bool = False, https=None) -> None:
         self.host_routing = host_routing
+        self.https = https  # makes https targets' addresses (see parse_target)
         self._routes: dict[str, ChpRoute] = {}
         self._depth_counts: dict[int, int] = {}
         self._depths: tuple[int, ...] = ()  # depths in use, deepest first
@@ -162,7 +169,7 @@ class RouteTable:
         data = dict(data)
         if self.host_routing and path != "/":
             data["host"] = path.split("/")[1]
-        route = ChpRoute(path, data, now)
+        route = ChpRoute(path, data, now, self.https)
         if path not in self._routes:
             depth = len(_segments(path))
             self._depth_counts[depth] = self._depth_counts.get(depth, 0) + 1
