@@ -22,7 +22,7 @@ __all__ = [
     "HOP_BY_HOP", "MAX_HEAD", "NEVER_HOP_BY_HOP", "ChunkedDecoder", "ResponseHead", "WireError",
     "clean_value", "connection_tokens", "has_line_breaks", "is_header_name", "is_idempotent",
     "only_crlf_line_ends", "parse_response_head", "request_head", "response_head",
-    "strip_hop_by_hop", "without_line_breaks",
+    "response_head_end", "strip_hop_by_hop", "without_line_breaks",
 ]
 
 MAX_HEAD = 64 * 1024
@@ -180,27 +180,53 @@ class ResponseHead:
         return self.length
 
 
+def response_head_end(buffer: bytes) -> tuple[int, int]:
+    """
+    Where the response head at the start of C{buffer} ends: C{(end, rest)}, the head being
+    C{buffer[:end]} and what follows it C{buffer[rest:]}; C{(-1, -1)} while the empty line
+    has not arrived. Lines end with LF, a CR before it being part of the line end (RFC 9112
+    2.2 lets a recipient take a lone LF as a line end, as browsers and nginx do: busybox
+    httpd passes a CGI script's LF-only header lines after its own CRLF status line).
+    """
+    crlf = buffer.find(b"\n\r\n")
+    lf = buffer.find(b"\n\n", 0, len(buffer) if crlf < 0 else crlf)
+    if lf >= 0:
+        return (lf - 1 if lf and buffer[lf - 1] == 13 else lf), lf + 2
+    if crlf < 0:
+        return -1, -1
+    return (crlf - 1 if crlf and buffer[crlf - 1] == 13 else crlf), crlf + 3
+
+
 def parse_response_head(head: bytes) -> ResponseHead:
     """
-    Parse a response head (the bytes before the empty line, without it). Lines end with
-    CRLF only: a lone CR or LF, or a NUL, inside a line becomes a space, so it can never
-    start a header the app did not send as one. Lines that are not headers (no colon, or a
-    name that is not a token) are dropped, as are obsolete line foldings; a
-    C{Content-Length} that is not one non-negative number (or several different ones) is
-    an error (RFC 9112 6.3), as is a status line that is not HTTP/1.x.
+    Parse a response head (the bytes before the empty line, without it; see
+    L{response_head_end}). Lines end with CRLF or a lone LF; a lone CR or a NUL inside a
+    line becomes a space, so it can never start a header the app did not send as one.
+    Lines that are not headers (no colon, or a name that is not a token) are dropped, as
+    are obsolete line foldings; a C{Content-Length} that is not one non-negative number (or
+    several different ones) is an error (RFC 9112 6.3), as is a status line that is not
+    HTTP/1.x. A head with a lone LF is never followed by another response on the same
+    connection (C{close} is added to its L{ResponseHead.connection}): where one part of a
+    stack takes LF as a line end and another does not, a header value with an LF in it
+    (an app's injection bug) could make the next response on a shared connection one the
+    app's client chose.
 
     @raise WireError: for a head that cannot be passed on.
     """
     if len(head) > MAX_HEAD:
         raise WireError(f"the response head is longer than {MAX_HEAD} bytes")
-    lines = head.split(b"\r\n")
+    lone_lf = head.count(b"\n") != head.count(b"\r\n")
+    if lone_lf:  # rare: lines cut at every LF, their CR dropped, every value cleaned
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
+    else:
+        lines = head.split(b"\r\n")
     status = lines[0].split(b" ", 2)
     version = status[0]
     if (len(status) < 2 or not version.startswith(b"HTTP/1.") or len(status[1]) != 3
             or not status[1].isdigit()):
         raise WireError(f"the answer is not HTTP/1.x: {lines[0][:80]!r}")
     code = int(status[1])
-    suspect = not only_crlf_line_ends(head)  # rare: then every value is cleaned
+    suspect = lone_lf or not only_crlf_line_ends(head)  # rare: then every value is cleaned
     phrase = status[2] if len(status) > 2 else b""
     if suspect:
         phrase = clean_value(phrase)
@@ -231,6 +257,8 @@ def parse_response_head(head: bytes) -> ResponseHead:
             raise WireError(f"invalid Content-Length {b', '.join(sorted(lengths))[:80]!r}")
         length = int(next(iter(lengths)))
     connection = connection_tokens(connection_values) if connection_values else frozenset()
+    if lone_lf:
+        connection |= {b"close"}
     named = connection - NEVER_HOP_BY_HOP - _STANDARD_TOKENS
     if named:
         headers = [(name, value) for name, value in headers if name.lower() not in named]

@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 
 from hubtwist.proxy.http1 import (
     MAX_HEAD, ChunkedDecoder, WireError, is_idempotent, parse_response_head, request_head,
+    response_head_end,
 )
 from hubtwist.proxy.sending import direct_writer
 from hubtwist.proxy.twisted_private import queued_bytes
@@ -211,12 +212,12 @@ class _Connection(Protocol):
         self._got_bytes = True
         while not self._head_done:
             self._head += data
-            end = self._head.find(b"\r\n\r\n")
+            end, rest = response_head_end(self._head)
             if end < 0:
                 if len(self._head) > MAX_HEAD:
                     self._fail_head("the response head is larger than 64 KiB")
                 return
-            head, data = self._head[:end], self._head[end + 4:]
+            head, data = self._head[:end], self._head[rest:]
             self._head = b""
             if self._waiting is None:
                 return  # cancelled meanwhile; the connection is being aborted

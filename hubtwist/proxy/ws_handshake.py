@@ -15,6 +15,7 @@ from typing import Iterable
 
 from hubtwist.proxy.http1 import (
     MAX_HEAD, ChunkedDecoder, ResponseHead, WireError, parse_response_head, response_head,
+    response_head_end,
 )
 
 __all__ = [
@@ -49,7 +50,7 @@ def parse_head(data: bytes) -> tuple[ResponseHead, bytes] | None:
     bytes after it, or L{None} while it is incomplete. Raises L{HandshakeError} for
     something that is not an HTTP response or a head longer than L{MAX_HEAD}.
     """
-    end = data.find(b"\r\n\r\n")
+    end, rest = response_head_end(data)
     if end < 0:
         if len(data) > MAX_HEAD:
             raise HandshakeError(f"the response head is longer than {MAX_HEAD} bytes")
@@ -60,7 +61,7 @@ def parse_head(data: bytes) -> tuple[ResponseHead, bytes] | None:
         head = parse_response_head(data[:end])
     except WireError as error:
         raise HandshakeError(str(error)) from None
-    return head, data[end + 4:]
+    return head, data[rest:]
 
 
 def switching_protocols(headers: Iterable[tuple[bytes, bytes]]) -> bytes:

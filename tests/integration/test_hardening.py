@@ -108,6 +108,7 @@ async def test_only_idempotent_requests_are_retried_on_a_dead_keep_alive_connect
 
 class DirtySwitchingApp(Protocol):
     """A WebSocket app whose 101 carries a lone LF, a lone CR, a NUL and an invalid name."""
+    # (The lone LF is a line end: RFC 9112 2.2, hubtwist.proxy.http1.response_head_end.)
 
     def connectionMade(self) -> None:
         self.buffer = b""
@@ -142,9 +143,74 @@ async def test_the_apps_101_head_is_cleaned_like_every_response(hubtwist):
     assert head.startswith(b"HTTP/1.1 101 "), answer
     lines = head.split(b"\r\n")
     assert all(b"\n" not in line and b"\r" not in line and b"\x00" not in line for line in lines)
-    assert not [line for line in lines if line.lower().startswith(b"set-cookie")], lines
+    # A lone LF ends a line (RFC 9112 2.2, as a browser reads the app directly); a lone CR
+    # does not, and never starts a header.
+    assert [line for line in lines if line.lower().startswith(b"set-cookie")] == [
+        b"Set-Cookie: injected=1"], lines
     assert not [line for line in lines if line.startswith(b"Bad Name")], lines
-    assert b"X-Fine: f" in lines and b"X-Lf: a Set-Cookie: injected=1" in lines
+    assert b"X-Fine: f" in lines and b"X-Lf: a" in lines
+    assert b"X-Cr: b Set-Cookie: injected=2" in lines
+
+
+class LfOnlyApp(Protocol):
+    """An app that ends the lines of its heads with a bare LF: every line, or (C{/mixed})
+    all but the status line, as busybox httpd answers for a CGI script. Answers each
+    request with its method, path and body, a WebSocket handshake with a 101."""
+
+    connections = 0
+
+    def connectionMade(self) -> None:
+        LfOnlyApp.connections += 1
+        self.buffer = b""
+        self.switched = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.switched:
+            self.transport.write(data)  # raw echo after the 101
+            return
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, rest = self.buffer.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            fields = {line.split(b":", 1)[0].lower(): line.split(b":", 1)[1].strip()
+                      for line in lines[1:]}
+            length = int(fields.get(b"content-length", b"0"))
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            path = lines[0].split(b" ")[1]
+            if fields.get(b"upgrade", b"").lower() == b"websocket":
+                accept = base64.b64encode(hashlib.sha1(fields[b"sec-websocket-key"] + WS_GUID).digest())
+                self.transport.write(b"HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\n"
+                                     b"Connection: Upgrade\nSec-WebSocket-Accept: " + accept +
+                                     b"\n\n")
+                self.switched = True
+                return
+            body = lines[0].split(b" ")[0] + b" " + path + b" " + rest[:length]
+            status = b"HTTP/1.1 200 OK\r\n" if path.startswith(b"/mixed") else b"HTTP/1.1 200 OK\n"
+            self.transport.write(status + b"Content-Type: text/plain\nX-App: lf\n"
+                                 b"Content-Length: %d\n\n%s" % (len(body), body))
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_app_whose_heads_end_lines_with_lf_is_served(hubtwist):
+    port = await listen(Factory.forProtocol(LfOnlyApp))
+    ht = await hubtwist(servers={"app": {"port": port}})
+    before, LfOnlyApp.connections = ht.lean.served, 0
+    for path in ("page?x=1", "mixed", "page"):
+        response = await within(treq.get(f"{ht.url}/app/{path}"), 10)
+        assert response.code == 200 and response.headers.getRawHeaders("x-app") == ["lf"]
+        assert await response.content() == b"GET /" + path.encode() + b" "
+    assert ht.lean.served == before + 3
+    # A head with lone LFs never has a next response on its connection.
+    assert LfOnlyApp.connections == 3
+    response = await within(treq.post(f"{ht.url}/app/form", data=b"a=1"), 10)  # twisted.web
+    assert response.code == 200 and await response.content() == b"POST /form a=1"
+    handshake = (b"GET /app/socket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    answer = await in_thread(raw_exchange, ht.ports[0].getHost().port, handshake)
+    assert answer.startswith(b"HTTP/1.1 101 ") and b"\r\nUpgrade: websocket\r\n" in answer, answer
 
 
 # -- a burst waiting for a cold app --------------------------------------------------------

@@ -11,7 +11,7 @@ from hypothesis import example, given, settings, strategies as st
 
 from hubtwist.proxy.http1 import (
     HOP_BY_HOP, ChunkedDecoder, WireError, connection_tokens, is_header_name, is_idempotent,
-    parse_response_head, request_head, response_head, strip_hop_by_hop,
+    parse_response_head, request_head, response_head, response_head_end, strip_hop_by_hop,
 )
 
 TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -62,13 +62,34 @@ def test_a_repeated_equal_content_length_is_one_length():
     assert parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5").length == 5
 
 
-def test_lone_line_breaks_never_start_a_header():
-    head = parse_response_head(b"HTTP/1.1 200 O\nK\r\nX-A: a\nSet-Cookie: evil=1\r\n"
+def test_lone_crs_and_nuls_never_start_a_header():
+    head = parse_response_head(b"HTTP/1.1 200 O\rK\r\n"
                                b"X-B: b\rLocation: /evil\r\nX-C: c\x00d\r\nBad Name: x\r\n"
                                b" folded: line\r\nno colon")
     assert head.phrase == b"O K"
-    assert head.headers == [(b"X-A", b"a Set-Cookie: evil=1"), (b"X-B", b"b Location: /evil"),
-                            (b"X-C", b"c d")]
+    assert head.headers == [(b"X-B", b"b Location: /evil"), (b"X-C", b"c d")]
+
+
+def test_lines_ending_with_a_lone_lf_are_lines():
+    # busybox httpd: its own CRLF status line, then a CGI script's LF-only header lines.
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\nContent-Length: 3\n\nabc"
+    end, rest = response_head_end(raw)
+    assert raw[rest:] == b"abc"
+    head = parse_response_head(raw[:end])
+    assert (head.code, head.phrase, head.length) == (200, b"OK", 3)
+    assert head.headers == [(b"Content-Type", b"text/plain")]
+    assert not head.keep_alive  # never another response on that connection
+    crlf = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 3")
+    assert crlf.keep_alive
+
+
+def test_the_head_ends_at_the_first_empty_line_whatever_its_line_ends():
+    assert response_head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody") == (21, 25)
+    assert response_head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n") == (-1, -1)
+    assert response_head_end(b"HTTP/1.1 200 OK\nA: b\n") == (-1, -1)
+    assert response_head_end(b"HTTP/1.1 200 OK\nA: b\n\nx\r\n\r\n") == (20, 22)
+    assert response_head_end(b"HTTP/1.1 200 OK\nA: b\r\n\nx") == (20, 23)
+    assert response_head_end(b"HTTP/1.1 200 OK\r\nA: b\n\r\nx") == (21, 24)
 
 
 def test_transfer_encoding_wins_over_content_length():
@@ -189,6 +210,20 @@ def test_a_written_response_head_parses_back(code, phrase, headers):
     written = b"".join(response_head(code, phrase, headers))
     head = parse_response_head(written[:-4])
     assert (head.code, head.phrase, head.headers) == (code, phrase, headers)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200))
+@example(b"HTTP/1.1 200 OK\r\n\r\n")
+@example(b"\n\n")
+def test_the_head_end_is_the_first_empty_line(buffer):
+    end, rest = response_head_end(buffer)
+    if end < 0:
+        assert rest == -1 and b"\n\n" not in buffer and b"\n\r\n" not in buffer
+        return
+    head = buffer[:end]
+    assert b"\n\n" not in head and b"\n\r\n" not in head
+    assert buffer[end:rest] in (b"\n\n", b"\r\n\n", b"\n\r\n", b"\r\n\r\n")
 
 
 @settings(max_examples=300, deadline=None)
