@@ -16,6 +16,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 __all__ = ["Histogram", "Traffic", "LATENCY_BOUNDS", "STARTUP_BOUNDS", "OWN_SERVER",
+           "ChpCounts", "Sampled", "by_status", "FAST_BOUNDS", "SAMPLE_MASK",
            "server_label", "method_label"]
 
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -135,3 +136,90 @@ class Traffic:
         histogram.observe(seconds)
         if failed:
             self.hub_errors[call] = self.hub_errors.get(call, 0) + 1
+
+
+# -- hubtwist chp: configurable-http-proxy's metrics ----------------------------------------
+
+SAMPLE_MASK = 63
+"""L{Sampled} times the calls whose number C{& SAMPLE_MASK} is 1: the first, then one in 64."""
+
+FAST_BOUNDS = tuple(1e-7 * 10 ** (step / 8) for step in range(65))
+"""Upper bounds (seconds) of L{Sampled}'s buckets: 0.1 µs to 10 s, 8 per decade (each
+about 1.33 times the last), so a quantile read from them is within a third of the truth."""
+
+
+class Sampled:
+    """
+    How often something fast happened (C{calls}, exact) and how long it took, measured on
+    one call in 64 (C{timed}): timing every route lookup would cost more than the lookup.
+    The caller counts and times inline (see L{hubtwist.front.routes.RouteTable.match})::
+
+        sampled.calls += 1
+        if sampled.calls & SAMPLE_MASK == 1:
+            ... time this call, then sampled.timed.observe(seconds)
+    """
+
+    __slots__ = ("calls", "timed")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.timed = Histogram(FAST_BOUNDS)
+
+    def total(self) -> float:
+        """The estimated time of all C{calls}: their number times the timed ones' mean."""
+        timed = self.timed
+        return timed.sum / timed.count * self.calls if timed.count else 0.0
+
+    def quantile(self, q: float) -> float:
+        """The estimated C{q}-quantile (0 to 1) of the timed calls' durations (NaN if
+        none was timed): interpolated inside the bucket that holds it."""
+        timed = self.timed
+        if not timed.count:
+            return float("nan")
+        rank = q * timed.count
+        below = 0
+        lower = 0.0
+        for index, count in enumerate(timed.buckets):
+            if index == len(timed.bounds):
+                return timed.bounds[-1]  # beyond the last bound: no upper edge to use
+            upper = timed.bounds[index]
+            if count and below + count >= rank:
+                return lower + (upper - lower) * max(rank - below, 0) / count
+            below += count
+            lower = upper
+        return timed.bounds[-1]
+
+
+class ChpCounts:
+    """
+    What C{hubtwist chp} counts for configurable-http-proxy's metrics (hubtwist.front.
+    metrics renders them), with plain ints: C{proxy} and C{api} are indexed by status
+    code (a response's status has three digits), so counting one is a list increment.
+
+      - C{web}, C{ws}: requests the ordinary path took (those the lean path served are
+        its factory's C{served}), WebSocket handshakes;
+      - C{proxy[code]}: the targets' response statuses and the proxy's own errors (404,
+        500, 503), as CHP's C{requests_proxy};
+      - C{api[code]}: REST API answers; C{route_get} (whole table), C{route_add},
+        C{route_delete}: the API's route calls as CHP counts them;
+      - C{lookups}, C{activity}: route lookups and C{last_activity} stamps (L{Sampled}).
+    """
+
+    __slots__ = ("web", "ws", "proxy", "api", "route_get", "route_add", "route_delete",
+                 "lookups", "activity")
+
+    def __init__(self) -> None:
+        self.web = 0
+        self.ws = 0
+        self.proxy = [0] * 1000
+        self.api = [0] * 1000
+        self.route_get = 0
+        self.route_add = 0
+        self.route_delete = 0
+        self.lookups = Sampled()
+        self.activity = Sampled()
+
+
+def by_status(counts: list[int]) -> list[tuple[str, int]]:
+    """The statuses seen (as label values) and their counts, from a list by status code."""
+    return [(str(code), count) for code, count in enumerate(counts) if count]

@@ -15,6 +15,10 @@ JupyterHub's C{ConfigurableHTTPProxy} class relies on):
   - With a token (C{CONFIGPROXY_AUTH_TOKEN}), requests need C{Authorization: token T}
     (403 otherwise; checked after the method and, for POST, after the body is parsed, as
     CHP does); without one the API is open.
+
+Counted for the metrics (the table's L{ChpCounts}), as CHP counts: every answer by status
+(C{requests_api}), whole-table GETs that succeeded (C{api_route_get}), routes added
+(C{api_route_add}), DELETEs past the token check, found or not (C{api_route_delete}).
 """
 
 from __future__ import annotations
@@ -59,6 +63,15 @@ class RoutesApi(Resource):
         self.added = added
 
     def render(self, request):
+        counts = self.table.counts
+
+        def answered(_) -> None:
+            counts.api[request.code] += 1  # as sent, a 500 from an exception included
+
+        request.notifyFinish().addCallbacks(answered, lambda _failure: None)
+        return self._answer(request)
+
+    def _answer(self, request):
         path = request.uri.partition(b"?")[0].decode("latin-1")
         match = _ROUTES.match(path)
         if match is None:
@@ -101,7 +114,9 @@ class RoutesApi(Resource):
             except (ValueError, OverflowError):
                 return _fail(request, 400,
                              f"Invalid datestamp '{since_text}' must be ISO8601.")
-        return _json(request, self.table.table(since))
+        body = _json(request, self.table.table(since))
+        self.table.counts.route_get += 1
+        return body
 
     def _post(self, request, path: str, data) -> bytes:
         if not isinstance(data, dict) or not isinstance(data.get("target"), str):
@@ -113,10 +128,12 @@ class RoutesApi(Resource):
                      problem=route.problem)
         if self.added is not None:
             self.added(route)
+        self.table.counts.route_add += 1
         request.setResponseCode(201)
         return b""
 
     def _delete(self, request, path: str) -> bytes:
+        self.table.counts.route_delete += 1  # CHP counts a DELETE of a missing route too
         if self.table.remove(path):
             log.info("Removed route {path}", path=path)
             request.setResponseCode(204)

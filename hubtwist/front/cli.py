@@ -4,8 +4,8 @@ engine. JupyterHub's stock C{ConfigurableHTTPProxy} starts it unchanged with
 C{c.ConfigurableHTTPProxy.command = ["hubtwist", "chp"]}.
 
 TLS (C{--ssl-*}, C{--api-ssl-*}, C{--client-ssl-*}, C{--redirect-port}, https targets)
-is L{hubtwist.front.tls}'s. Options CHP has and hubtwist does not support (metrics,
-storage backends, RC4) exit 2 with a sentence saying so, rather than running with a
+is L{hubtwist.front.tls}'s. Options CHP has and hubtwist does not support (storage
+backends, RC4) exit 2 with a sentence saying so, rather than running with a
 different meaning. Log lines go to stdout, as CHP's do (C{Route added PATH -> TARGET} is
 what CHP's own CLI tests wait for).
 """
@@ -24,13 +24,10 @@ USAGE_ERROR = 2
 
 _UNSUPPORTED = {
     "ssl_allow_rc4": "--ssl-allow-rc4",
-    "metrics_port": "--metrics-port", "metrics_socket": "--metrics-socket",
     "storage_backend": "--storage-backend",
 }
 _WHY = {
     "--ssl-allow-rc4": "RC4 is broken and the OpenSSL hubtwist uses has no RC4 ciphers",
-    "--metrics-port": "hubtwist chp has no Prometheus endpoint yet",
-    "--metrics-socket": "hubtwist chp has no Prometheus endpoint yet",
     "--storage-backend": "hubtwist chp keeps its routes in memory (JupyterHub restores them "
                          "when the proxy restarts)",
 }
@@ -95,9 +92,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="ms to wait for the target's response before answering 503")
     p.add_argument("--keep-alive-timeout", type=_millis, default=5000,
                    help="ms an idle client keep-alive connection is kept (5000)")
-    p.add_argument("--metrics-ip", default="", help=argparse.SUPPRESS)
-    p.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--metrics-socket", help=argparse.SUPPRESS)
+    p.add_argument("--metrics-ip", default="", help="IP of the metrics server (all by default)")
+    p.add_argument("--metrics-port", type=int,
+                   help="port of the Prometheus metrics server, GET /metrics (none by default)")
+    p.add_argument("--metrics-socket", help="unix socket of the metrics server (instead of "
+                   "--metrics-ip/--metrics-port)")
     p.add_argument("--storage-backend", help=argparse.SUPPRESS)
     p.add_argument("--redirect-port", type=int,
                    help="answer plain HTTP on this port with a 301 to the HTTPS port")
@@ -106,6 +105,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     for attribute, flag in _UNSUPPORTED.items():
         if getattr(args, attribute):
             _fail(f"{flag} is not supported: {_WHY[flag]}.")
+    if args.metrics_socket and (args.metrics_port is not None or args.metrics_ip):
+        _fail("--metrics-socket cannot be given with --metrics-port or --metrics-ip: pick one.")
     if args.error_target and args.error_path:
         _fail("--error-target and --error-path cannot be given together: pick one.")
     level = args.log_level.lower()
@@ -316,6 +317,25 @@ async def _serve(reactor, args) -> None:
         except Exception as error:  # in use, no such address, no permission
             print(f"hubtwist chp: cannot listen on {description}: {error}", file=sys.stderr)
             raise SystemExit(1) from None
+    if args.metrics_socket or args.metrics_port is not None:
+        # As CHP: --metrics-ip alone starts nothing. Its own listener: neither the proxy
+        # nor the API is served there, and the proxy port routes /metrics like any path.
+        from hubtwist.front.metrics import MetricsRoot
+
+        lean = public_factory if isinstance(public_factory, LeanFactory) else None
+        metrics_site = Site(MetricsRoot(table.counts, lean))
+        metrics_site.noisy = False
+        metrics_site.displayTracebacks = False
+        metrics_site.log = _no_access_log
+        metrics = _endpoint(args.metrics_socket, args.metrics_ip, args.metrics_port)
+        try:
+            metrics_port = await serverFromString(reactor, metrics).listen(metrics_site)
+        except Exception as error:  # in use, no such address, no permission
+            print(f"hubtwist chp: cannot listen on {metrics}: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+        ports.append(metrics_port)
+        where = args.metrics_socket or f"{args.metrics_ip or '*'}:{metrics_port.getHost().port}"
+        log.info("Serve metrics at http://{where}/metrics", where=where)
     if not token:
         log.warn("REST API is not authenticated.")
     log.info("Proxying {scheme}://{where} to {default}",

@@ -166,7 +166,11 @@ class ChpLeanExchange(LeanExchange):
         return self.client_gone  # for request_disconnected()
 
     def _response_headers(self, response) -> list:
-        options = self.route.front.options
+        # Called once per target response, as its head is relayed: where CHP counts its
+        # status (requests_proxy). The lean path's requests are counted by LeanFactory.served.
+        front = self.route.front
+        front.counts.proxy[response.code] += 1
+        options = front.options
         if not (options.auto_rewrite or options.protocol_rewrite):
             return response.headers
         host = self.getHeader(b"host") or b""

@@ -208,6 +208,7 @@ class Front:
         self.pool = pool
         self.bridge = bridge
         self.clock = clock
+        self.counts = table.counts  # for the metrics (hubtwist.front.metrics)
         self.error_target: Target | None = None
         if options.error_target:
             from hubtwist.front.routes import parse_target
@@ -225,6 +226,10 @@ class Front:
             request.setHeader(b"content-length", b"%d" % len(body))
             return body
         upgrade = is_upgrade(request)
+        if upgrade:
+            self.counts.ws += 1
+        else:
+            self.counts.web += 1  # (those the lean path serves are counted there)
         try:
             path = decode_path(uri.partition(b"?")[0])
         except (ValueError, UnicodeDecodeError):
@@ -264,6 +269,7 @@ class Front:
 
     def error(self, request, code: int, upgrade: bool = False) -> object:
         """Answer C{request} with CHP's error C{code} (see the module docstring)."""
+        self.counts.proxy[code] += 1  # CHP counts an error as it handles it, answered or not
         if request.finished or request_disconnected(request):
             return NOT_DONE_YET
         if code != 404:
@@ -416,6 +422,7 @@ class _Exchange:
         if request.body is not None and request.body.length != 0:
             self.route.touch(front.clock())  # the upload went through
         code = self.code = response.code
+        front.counts.proxy[code] += 1
         options = front.options
         request.setResponseCode(code, response.phrase)
         out = request.responseHeaders

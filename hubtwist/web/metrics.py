@@ -20,13 +20,21 @@ from prometheus_client.registry import CollectorRegistry
 from hubtwist import __version__
 from hubtwist.counting import Histogram, Traffic
 
-__all__ = ["TrafficCollector", "MetricsPage", "STATES"]
+__all__ = ["TrafficCollector", "MetricsPage", "PrometheusPage", "STATES", "info_family"]
 
 STATES = ("stopped", "starting", "running", "backoff", "exited", "fatal", "stopping")
 
 
 def _status_class(code: int) -> str:
     return f"{code // 100}xx" if 100 <= code < 600 else "other"
+
+
+def info_family() -> GaugeMetricFamily:
+    """C{hubtwist_info{version}}, always 1."""
+    info = GaugeMetricFamily("hubtwist_info", "hubtwist's version (always 1).",
+                             labels=["version"])
+    info.add_metric([__version__], 1)
+    return info
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
@@ -48,10 +56,7 @@ class TrafficCollector:
 
     def collect(self):
         traffic = self._traffic
-        info = GaugeMetricFamily("hubtwist_info", "hubtwist's version (always 1).",
-                                 labels=["version"])
-        info.add_metric([__version__], 1)
-        yield info
+        yield info_family()
 
         requests = CounterMetricFamily(
             "hubtwist_requests", "Requests answered, by server (_hubtwist: hubtwist's own "
@@ -127,12 +132,14 @@ class TrafficCollector:
         yield hub_errors
 
 
-class MetricsPage:
-    """Renders C{GET metrics}: L{TrafficCollector} and the process' CPU and memory."""
+class PrometheusPage:
+    """A metrics page (the Prometheus text format): C{collector}'s families and the
+    process' CPU, memory and file descriptors (C{process_*}). hubtwist's own page
+    (L{MetricsPage}) and C{hubtwist chp}'s (hubtwist.front.metrics) are both rendered here."""
 
-    def __init__(self, traffic: Traffic, keepers: Mapping[str, object]) -> None:
+    def __init__(self, collector) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(TrafficCollector(traffic, keepers))
+        self.registry.register(collector)
         ProcessCollector(registry=self.registry)
 
     def render(self, request) -> bytes:
@@ -144,3 +151,10 @@ class MetricsPage:
             return b"405: metrics are read with GET\n"
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(self.registry)
+
+
+class MetricsPage(PrometheusPage):
+    """Renders C{GET metrics}: L{TrafficCollector} and the process' CPU and memory."""
+
+    def __init__(self, traffic: Traffic, keepers: Mapping[str, object]) -> None:
+        super().__init__(TrafficCollector(traffic, keepers))

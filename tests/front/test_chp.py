@@ -349,7 +349,6 @@ def test_pid_file_and_sigterm(chp, tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--custom-header", "nocolon"], "colon was expected"),
     (["--ssl-allow-rc4"], "--ssl-allow-rc4 is not supported"),
-    (["--metrics-port", "9000"], "--metrics-port is not supported"),
     (["--error-target", "http://h:1", "--error-path", "/tmp"], "cannot be given together"),
     (["--default-target", "ftp://h:1"], "only http://, https:// and http+unix://"),
     (["--port", "notaport"], "invalid int value"),
