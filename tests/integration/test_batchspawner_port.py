@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.binary.locate import BINARY
 from tests.certs import Authority
 from tests.helpers import HTTPAPP, try_get, wait_for
 
@@ -236,10 +237,18 @@ def _https_get(url: str, ca: str, token: str | None = None) -> tuple[int, bytes]
         return error.code, error.read()
 
 
-def test_with_internal_ssl_the_port_is_reported_over_tls_and_served_with_tls(tls_hub,
-                                                                             internal_ssl):
+def _source_and_binary():
+    yield pytest.param(HUBTWIST, id="source")
+    yield pytest.param([str(BINARY)], id="binary", marks=pytest.mark.skipif(
+        BINARY is None, reason="no hubtwist binary (packaging/build, or HUBTWIST_BINARY)"))
+
+
+# The binary too: on a compute node it is the whole point (pyOpenSSL from the bundle).
+@pytest.mark.parametrize("hubtwist", list(_source_and_binary()))
+def test_with_internal_ssl_the_port_is_reported_over_tls_and_served_with_tls(
+        hubtwist, tls_hub, internal_ssl):
     ca = str(internal_ssl["ca"].ca)
-    process = subprocess.Popen([*HUBTWIST, "--", *HTTPAPP, "--port", "{port}"],
+    process = subprocess.Popen([*hubtwist, "--", *HTTPAPP, "--port", "{port}"],
                                env=_internal_ssl_environment(tls_hub.api_url, internal_ssl),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
