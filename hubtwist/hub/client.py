@@ -115,11 +115,13 @@ def _openssl_reason(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def tls_problem(error: Exception, internal_ca: bool) -> str | None:
+def tls_problem(error: Exception, internal_ca: bool, client_cert: bool) -> str | None:
     """
     What went wrong with TLS to the Hub, in words, when C{error} (a failed request) was a
-    TLS failure (an C{OpenSSL.SSL.Error} among its reasons), else C{None}. A certificate
-    that is not trusted, or not accepted, stays so: such a call is not retried. Pure.
+    TLS failure (an C{OpenSSL.SSL.Error} among its reasons), else C{None}. C{internal_ca}:
+    the Hub is checked against C{JUPYTERHUB_SSL_CLIENT_CA}; C{client_cert}: this server
+    presents C{JUPYTERHUB_SSL_CERTFILE}. A certificate that is not trusted, or not accepted,
+    stays so: such a call is not retried. Pure.
     """
     from OpenSSL import SSL
 
@@ -134,8 +136,9 @@ def tls_problem(error: Exception, internal_ca: bool) -> str | None:
                    else "trusted by this system's CAs")
         return f"its certificate is not {trusted}, or not for that host ({reason})"
     if "alert" in reason and ("certificate" in reason or "unknown ca" in reason):
-        certificate = ("the certificate in JUPYTERHUB_SSL_CERTFILE" if internal_ca
-                       else "no client certificate (JUPYTERHUB_SSL_* are not set)")
+        certificate = ("the certificate in JUPYTERHUB_SSL_CERTFILE" if client_cert
+                       else "no client certificate (JUPYTERHUB_SSL_CLIENT_CA, _CERTFILE and "
+                       "_KEYFILE are not all set)")
         return f"it refused the TLS connection, with {certificate} ({reason})"
     return f"TLS failed ({reason})"
 
@@ -262,7 +265,9 @@ class HubClient:
                 ).addTimeout(self._settings.request_timeout, self._reactor)
             except _TRANSIENT as error:
                 self._observed(what, started, True)
-                tls = tls_problem(error, bool(self._settings.ssl_client_ca))
+                settings = self._settings
+                tls = tls_problem(error, bool(settings.ssl_client_ca), bool(
+                    settings.ssl_client_ca and settings.ssl_certfile and settings.ssl_keyfile))
                 if tls is not None:  # the same certificates would fail the same way
                     raise HubUnavailable(f"TLS to the Hub at {urlsplit(url).netloc} failed for "
                                          f"{what}: {tls}") from None

@@ -61,21 +61,24 @@ def test_tls_problems_in_words():
     # What twisted.web's client raises when the handshake fails: the OpenSSL error among
     # the reasons (RequestTransmissionFailed when a body was being sent).
     untrusted = RequestTransmissionFailed([Failure(_tls_error("certificate verify failed"))])
-    assert tls_problem(untrusted, internal_ca=True) == (
+    assert tls_problem(untrusted, internal_ca=True, client_cert=True) == (
         "its certificate is not signed by the CA in JUPYTERHUB_SSL_CLIENT_CA, or not for that "
         "host (certificate verify failed)")
-    assert "not trusted by this system's CAs" in tls_problem(untrusted, internal_ca=False)
+    assert "not trusted by this system's CAs" in tls_problem(untrusted, False, False)
     refused = ResponseNeverReceived([Failure(_tls_error("tlsv1 alert unknown ca"))])
-    assert tls_problem(refused, True) == ("it refused the TLS connection, with the certificate "
-                                          "in JUPYTERHUB_SSL_CERTFILE (tlsv1 alert unknown ca)")
+    assert tls_problem(refused, True, True) == (
+        "it refused the TLS connection, with the certificate in JUPYTERHUB_SSL_CERTFILE "
+        "(tlsv1 alert unknown ca)")
     required = ResponseNeverReceived([Failure(_tls_error("tlsv13 alert certificate required"))])
-    assert "with no client certificate (JUPYTERHUB_SSL_* are not set)" in tls_problem(required,
-                                                                                      False)
+    for internal_ca in (True, False):  # a Hub that wants a certificate this server lacks
+        assert "with no client certificate (JUPYTERHUB_SSL_CLIENT_CA, _CERTFILE and _KEYFILE " \
+            "are not all set)" in tls_problem(required, internal_ca, False)
     assert tls_problem(ResponseNeverReceived([Failure(_tls_error("wrong version number"))]),
-                       True) == "TLS failed (wrong version number)"
+                       True, True) == "TLS failed (wrong version number)"
     # Anything else is not about TLS (and is retried).
-    assert tls_problem(ResponseNeverReceived([Failure(ConnectionRefusedError())]), True) is None
-    assert tls_problem(ConnectionRefusedError(), True) is None
+    assert tls_problem(ResponseNeverReceived([Failure(ConnectionRefusedError())]), True,
+                       True) is None
+    assert tls_problem(ConnectionRefusedError(), True, True) is None
 
 
 def test_internal_ssl_files_that_cannot_be_used_are_config_errors(tmp_path):
