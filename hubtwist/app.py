@@ -292,7 +292,8 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
             host = port.getHost()
             if getattr(host, "port", None):
                 router.own_ports.add(host.port)
-            log.info("Listening on {where} (base URL {base})", where=_describe(host), base=config.base_url)
+            log.info("Listening on {where} (base URL {base})", where=_describe(host, description),
+                     base=config.base_url)
     except ListenError:
         await DeferredList([port.stopListening() for port in ports])
         await protection.stop()
@@ -395,9 +396,10 @@ def _log_request(record, request) -> None:
            client, not getattr(request, "from_app", False))
 
 
-def _describe(host) -> str:
+def _describe(host, description: str = "") -> str:
     if hasattr(host, "port"):
-        return f"http://{host.host}:{host.port}"
+        scheme = "https" if description.split(":", 1)[0].lower() in ("ssl", "tls") else "http"
+        return f"{scheme}://{host.host}:{host.port}"
     return f"unix:{host.name.decode() if isinstance(host.name, bytes) else host.name}"
 
 

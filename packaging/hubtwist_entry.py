@@ -50,13 +50,18 @@ def self_test() -> None:
 
     import certifi
     import treq  # noqa: F401
-    from twisted.internet import ssl  # noqa: F401
+    from twisted.internet import ssl
+    from twisted.protocols.tls import TLSMemoryBIOFactory  # noqa: F401
     from OpenSSL import SSL  # noqa: F401
 
     assert os.path.getsize(certifi.where()) > 10_000, "certifi CA bundle"
+    # TLS as `hubtwist chp` and the Hub client use it: an OpenSSL context (libssl through
+    # cryptography's bindings) and client options for an IP address (service_identity).
+    ssl.CertificateOptions().getContext()
+    ssl.optionsForClientTLS("127.0.0.1")
     print(f"hubtwist self-test ok: {len(checked)} hubtwist modules, reactor "
           f"{type(reactor).__name__}, endpoints tcp/unix/systemd, prometheus exposition, "
-          "certifi")
+          "certifi, TLS")
 
 
 def follow_onefile_parent() -> None:

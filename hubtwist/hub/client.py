@@ -20,11 +20,13 @@ from twisted.internet import defer, error as net_error
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.client import (
-    Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseFailed, ResponseNeverReceived,
+    Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, RequestTransmissionFailed,
+    ResponseFailed, ResponseNeverReceived,
 )
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from hubtwist.config.errors import ConfigError
 from hubtwist.hub.settings import HubSettings
 
 log = Logger(namespace="hubtwist.hub")
@@ -32,7 +34,7 @@ log = Logger(namespace="hubtwist.hub")
 # Failures worth another try: nothing reached the Hub, or the answer never came.
 _TRANSIENT = (net_error.ConnectError, net_error.DNSLookupError, net_error.ConnectionLost,
               net_error.TimeoutError, defer.TimeoutError, defer.CancelledError, ResponseFailed,
-              ResponseNeverReceived)
+              ResponseNeverReceived, RequestTransmissionFailed)
 
 
 class HubUnavailable(Exception):
@@ -56,28 +58,89 @@ def _pem_blocks(text: str, kind: str) -> list[str]:
     return re.findall(rf"-----BEGIN {kind}-----.+?-----END {kind}-----", text, re.S)
 
 
+def _read_pem(variable: str, path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ConfigError("", f"{variable} names {path}, which cannot be read ({reason})",
+                          source="environment") from None
+
+
 @implementer(IPolicyForHTTPS)
 class InternalTLSPolicy:
     """TLS to the Hub with JupyterHub's internal SSL: its CA as the only trust root, and the
-    certificate and key the Hub issued to this server as the client certificate."""
+    certificate and key the Hub issued to this server as the client certificate.
+
+    A file that cannot be read or holds no usable PEM is a L{ConfigError} naming its
+    C{JUPYTERHUB_SSL_*} variable."""
 
     def __init__(self, ca_file: str, cert_file: str = "", key_file: str = "") -> None:
+        from OpenSSL import SSL, crypto
         from twisted.internet import ssl
 
-        cas = _pem_blocks(Path(ca_file).read_text(), "CERTIFICATE")
-        if not cas:
-            raise ValueError(f"{ca_file} holds no PEM certificate")
-        self._trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(c) for c in cas])
+        cas = _pem_blocks(_read_pem("JUPYTERHUB_SSL_CLIENT_CA", ca_file), "CERTIFICATE")
+        try:
+            if not cas:
+                raise ValueError("no PEM certificate")
+            self._trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(c) for c in cas])
+        except (ValueError, crypto.Error, SSL.Error) as error:
+            raise ConfigError("", f"JUPYTERHUB_SSL_CLIENT_CA names {ca_file}, which holds no "
+                              f"usable CA certificate ({_openssl_reason(error)})",
+                              source="environment") from None
         self._client = None
         if cert_file and key_file:
-            self._client = ssl.PrivateCertificate.loadPEM(
-                Path(key_file).read_text() + "\n" + Path(cert_file).read_text())
+            key = _read_pem("JUPYTERHUB_SSL_KEYFILE", key_file)
+            cert = _read_pem("JUPYTERHUB_SSL_CERTFILE", cert_file)
+            try:
+                self._client = ssl.PrivateCertificate.loadPEM(key + "\n" + cert)
+            except (ValueError, crypto.Error, SSL.Error, net_error.VerifyError) as error:
+                raise ConfigError(
+                    "", f"JUPYTERHUB_SSL_KEYFILE ({key_file}) and JUPYTERHUB_SSL_CERTFILE "
+                    f"({cert_file}) are not a PEM key and the certificate that goes with it "
+                    f"({_openssl_reason(error)})", source="environment") from None
 
     def creatorForNetloc(self, hostname: bytes, port: int):
         from twisted.internet import ssl
 
         return ssl.optionsForClientTLS(hostname.decode("idna"), trustRoot=self._trust,
                                        clientCertificate=self._client)
+
+
+def _openssl_reason(error: Exception) -> str:
+    """The last reason OpenSSL gave (its errors are lists of (library, function, reason))."""
+    details = error.args[0] if error.args else None
+    if isinstance(details, list) and details and isinstance(details[-1], tuple):
+        return str(details[-1][-1])
+    return str(error) or type(error).__name__
+
+
+def tls_problem(error: Exception, internal_ca: bool, client_cert: bool) -> str | None:
+    """
+    What went wrong with TLS to the Hub, in words, when C{error} (a failed request) was a
+    TLS failure (an C{OpenSSL.SSL.Error} among its reasons), else C{None}. C{internal_ca}:
+    the Hub is checked against C{JUPYTERHUB_SSL_CLIENT_CA}; C{client_cert}: this server
+    presents C{JUPYTERHUB_SSL_CERTFILE}. A certificate that is not trusted, or not accepted,
+    stays so: such a call is not retried. Pure.
+    """
+    from OpenSSL import SSL
+
+    failures = [getattr(reason, "value", reason) for reason in getattr(error, "reasons", ())]
+    failures.append(error)
+    tls = next((failure for failure in failures if isinstance(failure, SSL.Error)), None)
+    if tls is None:
+        return None
+    reason = _openssl_reason(tls)
+    if "certificate verify failed" in reason:
+        trusted = ("signed by the CA in JUPYTERHUB_SSL_CLIENT_CA" if internal_ca
+                   else "trusted by this system's CAs")
+        return f"its certificate is not {trusted}, or not for that host ({reason})"
+    if "alert" in reason and ("certificate" in reason or "unknown ca" in reason):
+        certificate = ("the certificate in JUPYTERHUB_SSL_CERTFILE" if client_cert
+                       else "no client certificate (JUPYTERHUB_SSL_CLIENT_CA, _CERTFILE and "
+                       "_KEYFILE are not all set)")
+        return f"it refused the TLS connection, with {certificate} ({reason})"
+    return f"TLS failed ({reason})"
 
 
 # The metrics' name of each call (C{hubtwist_hub_api_*{call=...}}).
@@ -202,6 +265,12 @@ class HubClient:
                 ).addTimeout(self._settings.request_timeout, self._reactor)
             except _TRANSIENT as error:
                 self._observed(what, started, True)
+                settings = self._settings
+                tls = tls_problem(error, bool(settings.ssl_client_ca), bool(
+                    settings.ssl_client_ca and settings.ssl_certfile and settings.ssl_keyfile))
+                if tls is not None:  # the same certificates would fail the same way
+                    raise HubUnavailable(f"TLS to the Hub at {urlsplit(url).netloc} failed for "
+                                         f"{what}: {tls}") from None
                 problem = _why(error, self._settings.request_timeout)
                 safe = form is not None and not isinstance(error, net_error.ConnectError)
                 if safe:

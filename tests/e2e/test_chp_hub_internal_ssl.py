@@ -9,8 +9,10 @@ The Hub starts the proxy with `--api-ssl-key/-cert/-ca --api-ssl-request-cert
 https: the Hub itself, `--error-target`, and each user's server, serving TLS from
 JUPYTERHUB_SSL_*). The public side stays plain HTTP, as in the Hub's default set-up.
 
-Source tree only (`python -m hubtwist chp`): the binary's TLS code is the same
-pyOpenSSL the source tree uses, and tests/e2e/test_chp_hub.py runs the binary's proxy.
+For the source tree (`python -m hubtwist chp`) and the one-file binary (`dist/hubtwist chp`,
+when it was built: `bash tests/setup`), as tests/e2e/test_chp_hub.py: one Hub per variant.
+The binary's proxy loads its TLS modules (pyOpenSSL, service_identity for the targets'
+127.0.0.1 certificates) from the bundle.
 """
 
 from __future__ import annotations
@@ -29,19 +31,19 @@ from tests.e2e.browser import Browser
 from tests.e2e.conftest import (
     HUBTWIST, SETUP_HINT, WSAPP, Hub, _clean_environment, wait_until,
 )
+from tests.e2e.test_chp_hub import _commands as proxy_commands
 from tests.helpers import HTTPAPP
 
 pytestmark = pytest.mark.e2e
-
-PROXY = [sys.executable, "-m", "hubtwist", "chp"]
 
 
 class InternalSslHub(Hub):
     """A Hub with internal_ssl, `hubtwist chp` as its proxy and no services (they would
     need the Hub's certificates too; test_chp_hub.py covers them)."""
 
-    def __init__(self, root: pathlib.Path) -> None:
+    def __init__(self, root: pathlib.Path, proxy_command: list[str]) -> None:
         super().__init__(root)
+        self.proxy_command = proxy_command
         self.proxy_token = secrets.token_hex(24)
         self.certs = root / "internal-ssl"
         self.api_url = f"https://127.0.0.1:{self.hub_port}/hub/api"
@@ -87,7 +89,7 @@ class InternalSslHub(Hub):
             c.JupyterHub.hub_ip = "127.0.0.1"
             c.JupyterHub.hub_port = {self.hub_port}
             c.ConfigurableHTTPProxy.api_url = "https://127.0.0.1:{self.proxy_api_port}"
-            c.ConfigurableHTTPProxy.command = {json.dumps(PROXY)}
+            c.ConfigurableHTTPProxy.command = {json.dumps(self.proxy_command)}
             c.ConfigurableHTTPProxy.auth_token = {self.proxy_token!r}
             c.ConfigurableHTTPProxy.pid_file = root + "/chp.pid"
             c.JupyterHub.pid_file = root + "/hub.pid"
@@ -166,10 +168,10 @@ def _prerequisites() -> None:
         pytest.fail(f"{error.name} is not installed: {SETUP_HINT}", pytrace=False)
 
 
-@pytest.fixture(scope="module")
-def tls_hub(tmp_path_factory):
+@pytest.fixture(scope="module", params=list(proxy_commands()))
+def tls_hub(request, tmp_path_factory):
     _prerequisites()
-    instance = InternalSslHub(tmp_path_factory.mktemp("chp-hub-tls"))
+    instance = InternalSslHub(tmp_path_factory.mktemp("chp-hub-tls"), request.param)
     instance.start()
     yield instance
     instance.stop()
@@ -185,7 +187,7 @@ def alice(tls_hub):
 
 def test_the_hub_drives_hubtwist_chp_over_internal_tls(tls_hub, alice):
     command = tls_hub.proxy_cmdline()
-    assert "chp" in command
+    assert command[:2] == tls_hub.proxy_command[:2] and "chp" in command  # this variant's
     for flag in ("--api-ssl-key", "--api-ssl-request-cert", "--api-ssl-reject-unauthorized",
                  "--client-ssl-key", "--client-ssl-ca"):
         assert flag in command

@@ -1,6 +1,6 @@
 """
 TLS in `hubtwist chp`, with configurable-http-proxy's options, against the real command on
-127.0.0.1 with certificates made in the test (tests/front/certs.py): the public listener
+127.0.0.1 with certificates made in the test (tests/certs.py): the public listener
 over HTTPS, the HTTP-to-HTTPS redirect port, the REST API over TLS with client
 certificates (what JupyterHub's internal_ssl sets up), https:// targets checked with
 --client-ssl-ca (or not, with --insecure), and WebSockets to wss targets.
@@ -24,7 +24,7 @@ from hubtwist.front.redirect import https_location
 from hubtwist.front.routes import TargetError, parse_target
 from hubtwist.front.tls import ClientTls, TlsAddress, TlsSetupError, parse_protocol
 from hubtwist.proxy.splicing import SPLICE_MIN
-from tests.front.certs import Authority
+from tests.certs import Authority
 from tests.front.conftest import TOKEN, Chp
 
 PYTHON_CHP = [sys.executable, "-m", "hubtwist", "chp"]

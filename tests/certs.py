@@ -1,6 +1,7 @@
 """
-Certificates for the TLS tests, made in the test (the `cryptography` package): a CA and
-certificates it signs for 127.0.0.1/localhost, written as PEM files.
+Certificates for the TLS tests (tests/front, the Hub client's internal SSL), made in the test
+(the `cryptography` package): a CA and certificates it signs for 127.0.0.1/localhost, written
+as PEM files.
 """
 
 from __future__ import annotations
@@ -52,8 +53,12 @@ class Authority:
         self.ca.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, name: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
-              client: bool = False) -> tuple[str, str]:
-        """A certificate for C{hosts} (server) or a client one: (key file, cert file)."""
+              client: bool = False, server: bool | None = None) -> tuple[str, str]:
+        """
+        A certificate for C{hosts}: (key file, cert file). A server one by default, a client
+        one with C{client}; both with C{client} and C{server} (as JupyterHub's internal SSL
+        issues a single-user server's: it listens with it and presents it to the Hub).
+        """
         key = _key()
         now = datetime.datetime.now(datetime.timezone.utc)
         names = []
@@ -62,14 +67,16 @@ class Authority:
                 names.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:
                 names.append(x509.DNSName(host))
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        server = not client if server is None else server
+        usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
+            [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
         cert = (
             x509.CertificateBuilder().subject_name(_name(name)).issuer_name(self.cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .sign(self.key, hashes.SHA256()))
         key_file = self.directory / f"{name}.key"
         cert_file = self.directory / f"{name}.pem"
