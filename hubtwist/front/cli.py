@@ -299,7 +299,7 @@ async def _serve(reactor, args) -> None:
     api_factory = api_site
     if args.api_tls is not None:
         api_factory = TLSMemoryBIOFactory(args.api_tls, False, api_site)
-    listeners = [(public, public_factory), (api, api_factory)]
+    listeners = {"public": (public, public_factory), "api": (api, api_factory)}
     redirect_to = args.redirect_to or args.port
     if args.redirect_port is not None and (args.socket or args.port == 80) \
             and not args.redirect_to:
@@ -309,14 +309,7 @@ async def _serve(reactor, args) -> None:
         redirect_site = Site(RedirectResource(redirect_to))
         redirect_site.noisy = False
         redirect_site.log = _no_access_log
-        listeners.append((f"tcp:{args.redirect_port}", redirect_site))
-    ports = []
-    for description, factory in listeners:
-        try:
-            ports.append(await serverFromString(reactor, description).listen(factory))
-        except Exception as error:  # in use, no such address, no permission
-            print(f"hubtwist chp: cannot listen on {description}: {error}", file=sys.stderr)
-            raise SystemExit(1) from None
+        listeners["redirect"] = (f"tcp:{args.redirect_port}", redirect_site)
     if args.metrics_socket or args.metrics_port is not None:
         # As CHP: --metrics-ip alone starts nothing. Its own listener: neither the proxy
         # nor the API is served there, and the proxy port routes /metrics like any path.
@@ -327,14 +320,18 @@ async def _serve(reactor, args) -> None:
         metrics_site.noisy = False
         metrics_site.displayTracebacks = False
         metrics_site.log = _no_access_log
-        metrics = _endpoint(args.metrics_socket, args.metrics_ip, args.metrics_port)
+        listeners["metrics"] = (_endpoint(args.metrics_socket, args.metrics_ip,
+                                          args.metrics_port), metrics_site)
+    ports = {}
+    for name, (description, factory) in listeners.items():
         try:
-            metrics_port = await serverFromString(reactor, metrics).listen(metrics_site)
+            ports[name] = await serverFromString(reactor, description).listen(factory)
         except Exception as error:  # in use, no such address, no permission
-            print(f"hubtwist chp: cannot listen on {metrics}: {error}", file=sys.stderr)
+            print(f"hubtwist chp: cannot listen on {description}: {error}", file=sys.stderr)
             raise SystemExit(1) from None
-        ports.append(metrics_port)
-        where = args.metrics_socket or f"{args.metrics_ip or '*'}:{metrics_port.getHost().port}"
+    if "metrics" in ports:
+        where = args.metrics_socket or (
+            f"{args.metrics_ip or '*'}:{ports['metrics'].getHost().port}")
         log.info("Serve metrics at http://{where}/metrics", where=where)
     if not token:
         log.warn("REST API is not authenticated.")
@@ -345,10 +342,10 @@ async def _serve(reactor, args) -> None:
     log.info("Proxy API at {scheme}://{where}/api/routes",
              scheme="https" if args.api_tls else "http",
              where=args.api_socket or f"{args.api_ip}:{args.api_port}")
-    if len(ports) == 3:
+    if "redirect" in ports:
         # The words CHP's own CLI test waits for.
         log.info("Added HTTP to HTTPS redirection from {source} to {to}",
-                 source=ports[2].getHost().port, to=redirect_to)
+                 source=ports["redirect"].getHost().port, to=redirect_to)
     if args.pid_file:
         with open(args.pid_file, "w") as stream:
             stream.write(str(os.getpid()))
@@ -376,7 +373,7 @@ async def _serve(reactor, args) -> None:
                 os.unlink(args.pid_file)
             except OSError:
                 pass
-        for port in ports:
+        for port in ports.values():
             await maybeDeferred(port.stopListening)
         await pool.close()
     raise SystemExit(2)
