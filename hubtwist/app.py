@@ -280,6 +280,8 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
     if protection.lean:
         lean = LeanFactory(site, router, forwarder, admit=protection.lean_admit)
         lean.record = record
+        if traffic is not None:
+            traffic.lean = lean
     ports = []
     try:
         for description in config.listen:

@@ -89,7 +89,8 @@ class _ServerTraffic:
 class Traffic:
     """
     Everything counted since start: requests by (server, method, status), their latency
-    and body bytes by server, WebSockets opened and closed, app start-ups, Hub API calls.
+    and body bytes by server, WebSockets opened and closed, app start-ups, Hub API calls;
+    C{lean} (set by the app) tells how many requests the lean path answered.
     Only the owner's reactor thread writes; a scrape reads (also on that thread).
     """
 
@@ -101,6 +102,9 @@ class Traffic:
         self.startups: dict[str, Histogram] = {}
         self.hub_calls: dict[str, Histogram] = {}
         self.hub_errors: dict[str, int] = {}
+        # The lean path's factory, when the listeners have one: its C{served} counts the
+        # requests it answered (no second counter on the hot path).
+        self.lean = None
 
     def request(self, server: str, method: bytes, code: int, seconds: float, bytes_in: int,
                 bytes_out: int) -> None:

@@ -145,7 +145,8 @@ def tls_problem(error: Exception, internal_ca: bool, client_cert: bool) -> str |
 
 # The metrics' name of each call (C{hubtwist_hub_api_*{call=...}}).
 CALL_NAMES = {"the version request": "version", "a token check": "user",
-              "the login code exchange": "oauth_token", "an activity report": "activity"}
+              "the login code exchange": "oauth_token", "an activity report": "activity",
+              "the port report": "batchspawner"}
 
 
 class HubClient:

@@ -69,6 +69,18 @@ class TrafficCollector:
             requests.add_metric(list(labels), count)
         yield requests
 
+        total = sum(by_class.values())
+        lean = min(traffic.lean.served, total) if traffic.lean is not None else 0
+        paths = CounterMetricFamily(
+            "hubtwist_requests_by_path", "The requests of hubtwist_requests by the path that "
+            "answered them: lean (plain GET/HEAD proxied without twisted.web's request "
+            "object) or ordinary (everything else); a low lean share in Hub mode means "
+            "requests whose identity was not cached yet, bodies, or WebSockets.",
+            labels=["path"])
+        paths.add_metric(["lean"], lean)
+        paths.add_metric(["ordinary"], total - lean)
+        yield paths
+
         latency = HistogramMetricFamily(
             "hubtwist_request_duration_seconds",
             "Time from the request head to the last byte of the answer, by server.",

@@ -84,6 +84,9 @@ async def test_counters_move_with_traffic_on_the_lean_and_the_twisted_web_path(h
     assert found[("hubtwist_response_body_bytes_total", (("server", "app"),))] > 0
     assert found[("hubtwist_server_state", (("server", "app"), ("state", "running")))] == 1
     assert found[("hubtwist_server_startup_seconds_count", (("server", "app"),))] == 1
+    # the three GETs on the lean path; the POST and the 404 on twisted.web's
+    assert found[("hubtwist_requests_by_path_total", (("path", "lean"),))] == 3
+    assert found[("hubtwist_requests_by_path_total", (("path", "ordinary"),))] == 2
 
     for _ in range(2):
         await get(f"{ht.url}/app/echo")
@@ -91,6 +94,8 @@ async def test_counters_move_with_traffic_on_the_lean_and_the_twisted_web_path(h
     assert requests_of(again, "app", "GET", "2xx") == 5
     # The first scrape was counted too, as hubtwist's own 200.
     assert requests_of(again, "_hubtwist", "GET", "2xx") == 1
+    assert again[("hubtwist_requests_by_path_total", (("path", "lean"),))] == 5
+    assert again[("hubtwist_requests_by_path_total", (("path", "ordinary"),))] == 3
 
 
 @pytest_twisted.ensureDeferred
