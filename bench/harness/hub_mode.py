@@ -627,6 +627,31 @@ class HubMode(Mode):
         else:
             self._load_http(running, row)
 
+    def _hubtwist_paths(self, running: HubRunning, key: str) -> dict[str, float]:
+        """hubtwist's hubtwist_requests_by_path_total (lean / ordinary), read from its own
+        port, for the rows where hubtwist serves: which path the load took."""
+        import http.client
+
+        if key not in ("hubtwist-hub", "hubtwist-noauth", "chp-hubtwist"):
+            return {}
+        port = running.proc.port if isinstance(running.proc, HubServer) else running.port
+        prefix = running.prefix if isinstance(running.proc, HubServer) else ""
+        connection = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
+        try:
+            connection.request("GET", prefix + "/_hubtwist/metrics", headers=running.headers)
+            response = connection.getresponse()
+            text = response.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            return {}
+        finally:
+            connection.close()
+        found = {}
+        for line in text.splitlines():
+            if line.startswith("hubtwist_requests_by_path_total{"):
+                kind = line.split('path="', 1)[1].split('"', 1)[0]
+                found[kind] = float(line.rsplit(" ", 1)[1])
+        return found
+
     def _cpu(self, running: HubRunning) -> tuple[CpuTime, CpuTime | None]:
         server = CpuTime(running.proc.pid, running.whole_tree)
         chp = None
@@ -642,9 +667,17 @@ class HubMode(Mode):
                     headers=running.headers)
         log(f"{key}: 1 KB for {load.duration:g}s")
         server, chp = self._cpu(running)
+        paths_before = self._hubtwist_paths(running, key)
         with server, (chp or _Nothing()):
             result = run_wrk(f"wrk-{key}-1k", url, load.threads, load.connections,
                              load.duration, headers=running.headers)
+        paths_after = self._hubtwist_paths(running, key)
+        if paths_before and paths_after:
+            lean, ordinary = (paths_after[kind] - paths_before[kind]
+                              for kind in ("lean", "ordinary"))
+            if lean + ordinary:
+                row.notes.append(f"lean path: {100 * lean / (lean + ordinary):.1f} % of "
+                                 f"{int(lean + ordinary):,} requests")
         row.figures.update(rps=result.rps, p50=result.p50_ms, p99=result.p99_ms)
         requests = result.rps * result.seconds
         if requests:
