@@ -13,7 +13,6 @@ from time import monotonic
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -24,6 +23,7 @@ from hubtwist.config.templates import server_prefix
 from hubtwist.counting import OWN_SERVER, Traffic, method_label
 from hubtwist.hub import AuthPlan, resolve_auth
 from hubtwist.hub.compose import Protection, protect
+from hubtwist.hub.listening import server_endpoint
 from hubtwist.logs import AccessLog
 from hubtwist.proxy.early import StreamingSite
 from hubtwist.proxy.forward import Forwarder
@@ -287,7 +287,7 @@ async def serve(reactor, config: Config, guardian: Guardian | None = None,
         for description in config.listen:
             factory = lean if lean is not None and lean_description(description) else site
             try:
-                port = await serverFromString(reactor, description).listen(factory)
+                port = await server_endpoint(reactor, description).listen(factory)
             except Exception as error:
                 raise ListenError(f"cannot listen on {description!r}: {error}") from None
             ports.append(port)

@@ -377,11 +377,13 @@ def build_config(args: argparse.Namespace, command: list[str]):
 
 
 def listen_for_flags(port: int | None, ip: str | None, service_url: str = "",
-                     ssl_keyfile: str = "", ssl_certfile: str = "") -> str:
+                     ssl_keyfile: str = "", ssl_certfile: str = "",
+                     ssl_client_ca: str = "") -> str:
     """
     The endpoint description for C{--port}/C{--ip}: each overrides its part of where
-    hubtwist would listen otherwise (C{JUPYTERHUB_SERVICE_URL} in Hub mode, with its TLS;
-    else 127.0.0.1:8888). C{ip} '' or C{0.0.0.0}: every IPv4 interface.
+    hubtwist would listen otherwise (C{JUPYTERHUB_SERVICE_URL} in Hub mode, with its TLS
+    and client-certificate requirement; else 127.0.0.1:8888). C{ip} '' or C{0.0.0.0}:
+    every IPv4 interface.
     """
     from urllib.parse import urlsplit
 
@@ -402,7 +404,8 @@ def listen_for_flags(port: int | None, ip: str | None, service_url: str = "",
         raise ConfigError("", "--port must be a port number from 1 to 65535", given=port,
                           has_given=True, source="command line")
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return listen_for_service_url(f"{scheme}://{netloc}/", ssl_keyfile, ssl_certfile)
+    return listen_for_service_url(f"{scheme}://{netloc}/", ssl_keyfile, ssl_certfile,
+                                  ssl_client_ca)
 
 
 QUERY_USER_INFO_NOTE = (
@@ -436,7 +439,8 @@ def plan_auth(args: argparse.Namespace, config, environ=os.environ):
         hub = plan.hub if plan.mode == "hub" else None
         config = attrs.evolve(config, listen=(listen_for_flags(
             args.listen_port, args.listen_ip, hub.service_url if hub else "",
-            hub.ssl_keyfile if hub else "", hub.ssl_certfile if hub else ""),))
+            hub.ssl_keyfile if hub else "", hub.ssl_certfile if hub else "",
+            hub.ssl_client_ca if hub else ""),))
     config = with_hub_defaults(config, plan, listen_given=bool(args.listen) or listen_flags,
                                base_url_given=args.base_url is not None)
     if plan.open and no_auth:

@@ -305,7 +305,8 @@ def with_hub_defaults(config: Config, plan: AuthPlan, *, listen_given: bool,
     changes = {}
     if not listen_given and config.listen == (DEFAULT_LISTEN,) and settings.service_url:
         changes["listen"] = (listen_for_service_url(settings.service_url, settings.ssl_keyfile,
-                                                    settings.ssl_certfile),)
+                                                    settings.ssl_certfile,
+                                                    settings.ssl_client_ca),)
     if not base_url_given and config.base_url == "/":
         changes["base_url"] = settings.service_prefix
     return attrs.evolve(config, **changes) if changes else config

@@ -209,6 +209,24 @@ def test_login_and_the_app_through_hubtwist_chp(tls_hub, alice):
     assert echo["headers"]["x-forwarded-user"] == "alice"
 
 
+def test_alices_server_port_requires_a_client_certificate(tls_hub, alice):
+    # As jupyter_server with JUPYTERHUB_SSL_CLIENT_CA: the Hub (its readiness probe and API
+    # calls) and the proxy present certificates from the CAs in it; a process on the host
+    # that reaches the port directly, without one, is refused and cannot skip the proxy.
+    target = tls_hub.routes()["/user/alice"]["target"].rstrip("/")
+    own_api = target + "/user/alice/_hubtwist/api"
+    trust = tls_hub._tls()["verify"]  # the Hub checks the users' servers with it too
+    with pytest.raises(requests.RequestException) as refused:
+        requests.get(own_api, verify=trust, timeout=10)
+    assert any(word in str(refused.value).lower()
+               for word in ("certificate required", "handshake failure", "reset")), refused.value
+    # The Hub's own certificate gets in, and so does alice through the proxy.
+    response = requests.get(own_api, timeout=10, **tls_hub._tls())
+    assert response.status_code == 200 and "version" in response.json()
+    page = alice.get("/user/alice/echo?direct=no")
+    assert page.status_code == 200 and page.json()["path"] == "/echo?direct=no"
+
+
 def test_a_websocket_through_both(tls_hub, alice):
     url = f"ws://127.0.0.1:{tls_hub.public_port}/user/alice/ws/echo"
     with connect(url, additional_headers={"Cookie": alice.cookie_header("/user/alice/ws/echo")},

@@ -3,7 +3,8 @@ hubtwist under batchspawner without its wrapper, as a job runs it: JUPYTERHUB_SE
 with port 0, so hubtwist listens on a free port and POSTs it to a fake Hub's batchspawner
 API (a real subprocess, real sockets); a Hub without that API makes it exit with one sentence.
 With JupyterHub's internal SSL (JUPYTERHUB_SSL_*) the fake Hub's API is HTTPS and demands a
-client certificate from the CA, and hubtwist serves HTTPS on the port it reports
+client certificate from the CA, and hubtwist serves HTTPS on the port it reports, demanding in
+turn a client certificate signed by the CA in JUPYTERHUB_SSL_CLIENT_CA, as jupyter_server does
 (certificates made in the test: tests/certs.py).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -198,6 +200,7 @@ def internal_ssl(tmp_path):
     ca = Authority(tmp_path, "internal")
     stranger = Authority(tmp_path, "stranger")
     return {"ca": ca, "stranger": stranger, "hub": ca.issue("hub"),
+            "hub-client": ca.issue("hub-client", client=True),
             "server": ca.issue("alice-server", client=True, server=True)}
 
 
@@ -226,8 +229,12 @@ def _internal_ssl_environment(api_url: str, internal_ssl: dict) -> dict:
             "JUPYTERHUB_SSL_CLIENT_CA": str(internal_ssl["ca"].ca)}
 
 
-def _https_get(url: str, ca: str, token: str | None = None) -> tuple[int, bytes]:
+def _https_get(url: str, ca: str, token: str | None = None,
+               client: tuple[str, str] | None = None) -> tuple[int, bytes]:
+    """GET over TLS, the server checked against C{ca}; C{client}: (key, cert) presented."""
     context = ssl.create_default_context(cafile=ca)
+    if client is not None:
+        context.load_cert_chain(client[1], client[0])
     headers = {"Authorization": f"token {token}"} if token else {}
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
@@ -262,11 +269,14 @@ def test_with_internal_ssl_the_port_is_reported_over_tls_and_served_with_tls(
         # hubtwist serves TLS there with its certificate (checked against the CA, for
         # 127.0.0.1); its own API answers, and the app behind the Hub login is reached
         # with a user's token (checked with the Hub over TLS too).
+        # The Hub calls with its own client certificate, from the same CA.
         base = f"https://127.0.0.1:{port}/user/alice/"
-        answer = wait_for(lambda: _try(lambda: _https_get(base + "_hubtwist/api", ca)), 10,
+        hub = internal_ssl["hub-client"]
+        answer = wait_for(lambda: _try(lambda: _https_get(base + "_hubtwist/api", ca,
+                                                          client=hub)), 10,
                           "hubtwist over TLS on the reported port")
         assert answer[0] == 200 and b"version" in answer[1]
-        status, body = _https_get(base + "echo", ca, ALICE_TOKEN)
+        status, body = _https_get(base + "echo", ca, ALICE_TOKEN, client=hub)
         assert status == 200 and json.loads(body)["path"].endswith("/echo"), body
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
             _https_get(base + "_hubtwist/api", str(internal_ssl["stranger"].ca))
@@ -283,6 +293,87 @@ def _try(call):
         return call()
     except OSError:
         return None
+
+
+def _tls_exchange(port: int, ca: str, client: tuple[str, str] | None = None,
+                  tls12: bool = False) -> tuple[str, str]:
+    """
+    One request to hubtwist's own API over TLS, the server checked against C{ca};
+    C{client}: (key, cert) presented, C{tls12}: TLS 1.2 at most. ("answered", the status
+    line), or ("refused at the handshake" or "refused", why). In TLS 1.2 the server's
+    refusal of the client's certificate fails the handshake itself; in TLS 1.3 the client's
+    side of the handshake is over first, and the refusal (an alert) is what the request
+    reads.
+    """
+    context = ssl.create_default_context(cafile=ca)
+    if client is not None:
+        context.load_cert_chain(client[1], client[0])
+    if tls12:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        try:
+            tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        except (ssl.SSLError, ConnectionResetError) as error:
+            return "refused at the handshake", str(error)
+        try:
+            with tls:
+                tls.sendall(b"GET /user/alice/_hubtwist/api HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            b"Connection: close\r\n\r\n")
+                answer = b""
+                while chunk := tls.recv(65536):
+                    answer += chunk
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as error:
+            return "refused", str(error)
+    if not answer:
+        return "refused", "closed without an answer"
+    return "answered", answer.split(b"\r\n", 1)[0].decode()
+
+
+# The binary too: a job on a compute node runs it with internal SSL (pyOpenSSL's
+# verification from the bundle).
+@pytest.mark.parametrize("hubtwist", list(_source_and_binary()))
+def test_with_internal_ssl_only_clients_with_a_certificate_from_the_client_ca_get_in(
+        hubtwist, tls_hub, internal_ssl):
+    # jupyter_server requires a client certificate from JUPYTERHUB_SSL_CLIENT_CA then (its
+    # ssl_options: ca_certs and CERT_REQUIRED): the Hub and the proxy have one; a process on
+    # the host that reaches the port does not, and must not bypass the proxy's checks.
+    ca = str(internal_ssl["ca"].ca)
+    process = subprocess.Popen([*hubtwist, "--", *HTTPAPP, "--port", "{port}"],
+                               env=_internal_ssl_environment(tls_hub.api_url, internal_ssl),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: tls_hub.reports or process.poll() is not None, 30, "the port report")
+        assert process.poll() is None, process.communicate(timeout=10)[0]
+        port = tls_hub.reports[0]["port"]
+        hub = internal_ssl["hub-client"]
+        # The hubtwist is up and lets a client with a certificate from the CA in.
+        outcome = wait_for(lambda: _try(lambda: _tls_exchange(port, ca, hub)), 10,
+                           "hubtwist over TLS on the reported port")
+        assert outcome == ("answered", "HTTP/1.1 200 OK"), outcome
+        stranger = internal_ssl["stranger"].issue("mallory", client=True)
+        outcomes = {(client, tls12): _tls_exchange(port, ca, certificate, tls12)
+                    for client, certificate in (("none", None), ("stranger", stranger))
+                    for tls12 in (True, False)}
+        expected = {"none": ("handshake failure", "certificate required"),
+                    "stranger": ("unknown ca", "unknown ca")}
+        for (client, tls12), (kind, why) in outcomes.items():
+            # TLS 1.2: the handshake fails, the request is never written. TLS 1.3: the
+            # server's alert ends the session before any answer (or a reset, when the
+            # server closed with the request unread). Either way no HTTP.
+            assert kind == ("refused at the handshake" if tls12 else "refused"), (
+                client, tls12, why)
+            reason = expected[client][0 if tls12 else 1]
+            assert reason in why.lower() or (not tls12 and "reset" in why.lower()), (
+                client, tls12, why)
+        # Through the app too, with a user's token, for the client with the CA's certificate.
+        status, body = _https_get(f"https://127.0.0.1:{port}/user/alice/echo", ca,
+                                  ALICE_TOKEN, client=hub)
+        assert status == 200 and json.loads(body)["path"].endswith("/echo"), body
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert "Traceback" not in output
 
 
 @pytest.mark.parametrize("tls_hub", ["stranger"], indirect=True)

@@ -75,6 +75,12 @@ def test_hub_mode_internal_ssl_keeps_tls_on_the_port_given():
            "JUPYTERHUB_SSL_KEYFILE": "/k.pem", "JUPYTERHUB_SSL_CERTFILE": "/c.pem"}
     assert config(["--port", "6000", "--", "app"], env).listen == (
         "ssl:6000:interface=10.1.2.3:privateKey=/k.pem:certKey=/c.pem",)
+    # With the client CA too (internal SSL), the port given keeps requiring client certificates.
+    env["JUPYTERHUB_SSL_CLIENT_CA"] = "/ca.pem"
+    assert config(["--port", "6000", "--", "app"], env).listen == (
+        "ssl:6000:interface=10.1.2.3:privateKey=/k.pem:certKey=/c.pem:clientCA=/ca.pem",)
+    assert config(["--", "app"], env).listen == (
+        "ssl:5000:interface=10.1.2.3:privateKey=/k.pem:certKey=/c.pem:clientCA=/ca.pem",)
 
 
 def test_batchspawner_appends_port_after_a_jhsingle_style_command():

@@ -225,6 +225,10 @@ def test_listen_for_the_service_url():
         "ssl:9000:interface=127.0.0.1:privateKey=/k.pem:certKey=/c.pem")
     with pytest.raises(ConfigError, match="JUPYTERHUB_SSL_KEYFILE"):
         listen_for_service_url("https://127.0.0.1:9000/")
+    # Internal SSL's client CA: clients must present a certificate it signed.
+    assert listen_for_service_url("https://127.0.0.1:9000/", "/k.pem", "/c.pem",
+                                  "/ca:1.pem") == (
+        "ssl:9000:interface=127.0.0.1:privateKey=/k.pem:certKey=/c.pem:clientCA=/ca\\:1.pem")
     with pytest.raises(ConfigError, match="not an http"):
         listen_for_service_url("127.0.0.1:9000")
 
