@@ -94,7 +94,9 @@ class Hub:
 
     # -- start and stop --------------------------------------------------------------------
 
-    def write_config(self) -> pathlib.Path:
+    def write_user_apps(self) -> pathlib.Path:
+        """The users' hubtwist config: the HTTP test app at their server's root (it echoes
+        what it saw), the WebSocket echo app under ws/."""
         apps = self.root / "user-apps.toml"
         apps.write_text(textwrap.dedent(f"""\
             default_server = "app"
@@ -104,6 +106,20 @@ class Hub:
             [servers.ws]
             command = {json.dumps([*WSAPP, "--port", "{port}"])}
             """))
+        return apps
+
+    def log_in(self, user: str = "alice"):
+        """A browser logged in as C{user}: the Hub spawned the server, the OAuth redirects
+        were followed."""
+        from tests.e2e.browser import Browser
+
+        browser = Browser(self.public_url)
+        page = browser.login(user)
+        assert page.status_code == 200, (browser.history, page.text[:300], self.log_tail())
+        return browser
+
+    def write_config(self) -> pathlib.Path:
+        apps = self.write_user_apps()
         env = _clean_environment()
         config = self.root / "jupyterhub_config.py"
         config.write_text(textwrap.dedent(f"""\

@@ -84,10 +84,7 @@ def chp_hub(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def alice(chp_hub):
-    browser = Browser(chp_hub.public_url)
-    page = browser.login("alice")
-    assert page.status_code == 200, (browser.history, page.text[:300], chp_hub.log_tail())
-    return browser
+    return chp_hub.log_in("alice")
 
 
 def test_the_hubs_proxy_is_hubtwist_chp(chp_hub, alice):

@@ -28,11 +28,8 @@ import requests
 from websockets.sync.client import connect
 
 from tests.e2e.browser import Browser
-from tests.e2e.conftest import (
-    HUBTWIST, SETUP_HINT, WSAPP, Hub, _clean_environment, wait_until,
-)
+from tests.e2e.conftest import HUBTWIST, SETUP_HINT, Hub, _clean_environment, wait_until
 from tests.e2e.test_chp_hub import _commands as proxy_commands
-from tests.helpers import HTTPAPP
 
 pytestmark = pytest.mark.e2e
 
@@ -68,15 +65,7 @@ class InternalSslHub(Hub):
         return response.json()
 
     def write_config(self) -> pathlib.Path:
-        apps = self.root / "user-apps.toml"
-        apps.write_text(textwrap.dedent(f"""\
-            default_server = "app"
-            forward_user_info = true
-            [servers.app]
-            command = {json.dumps([*HTTPAPP, "--port", "{port}"])}
-            [servers.ws]
-            command = {json.dumps([*WSAPP, "--port", "{port}"])}
-            """))
+        apps = self.write_user_apps()
         env = _clean_environment()
         config = self.root / "jupyterhub_config.py"
         config.write_text(textwrap.dedent(f"""\
@@ -179,10 +168,7 @@ def tls_hub(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def alice(tls_hub):
-    browser = Browser(tls_hub.public_url)
-    page = browser.login("alice")
-    assert page.status_code == 200, (browser.history, page.text[:300], tls_hub.log_tail())
-    return browser
+    return tls_hub.log_in("alice")
 
 
 def test_the_hub_drives_hubtwist_chp_over_internal_tls(tls_hub, alice):

@@ -25,10 +25,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def alice(hub):
     """Alice, logged in; the Hub spawned her server and she followed the OAuth redirects."""
-    browser = Browser(hub.public_url)
-    page = browser.login("alice")
-    assert page.status_code == 200, (browser.history, page.text[:300], hub.log_tail())
-    return browser
+    return hub.log_in("alice")
 
 
 def _echo(response: requests.Response) -> dict:
