@@ -45,6 +45,41 @@ log = Logger(namespace="hubtwist.hub")
 
 _STALE_WARNING_EVERY = 60.0
 _MAX_GRANTS = 4096
+_MAX_LEAN_DECISIONS = 4096
+_LEAN_DECISION_FOR = 10.0  # seconds at most a lean admission is reused (see admit_lean)
+# The request headers a lean admission reads (the credentials, the XSRF rules, the XSRF
+# identity, is_upgrade): a remembered admission is reused only for the same values.
+_DECIDING_HEADERS = (b"authorization", b"cookie", b"user-agent", b"sec-fetch-mode",
+                     b"sec-fetch-site", b"x-xsrftoken", b"x-csrftoken", b"upgrade")
+
+
+class _LeanDecision:
+    """An admission of the lean path, remembered: who, by which credentials, until when."""
+
+    __slots__ = ("credentials", "cache_key", "identity", "until")
+
+    def __init__(self, credentials, cache_key_: str, identity, until: float) -> None:
+        self.credentials = credentials
+        self.cache_key = cache_key_
+        self.identity = identity
+        self.until = until
+
+
+def _deciding_values(request) -> tuple | None:
+    """
+    What a lean admission of C{request} depends on besides the path and the clock: its
+    method, client address and the L{_DECIDING_HEADERS}; None when its query could hold
+    credentials or an XSRF token (C{token=}, C{_xsrf=}, or anything percent-encoded that
+    might decode to them): such requests are always decided afresh.
+    """
+    query = request.uri.partition(b"?")[2]
+    if query and (b"%" in query or b"token" in query or b"xsrf" in query):
+        return None
+    values = [request.method, info.client_ip(request)]
+    for name in _DECIDING_HEADERS:
+        found = request.requestHeaders.getRawHeaders(name)
+        values.append(tuple(found) if found else None)
+    return tuple(values)
 
 
 @attrs.frozen
@@ -83,6 +118,7 @@ class HubGate(Resource):
         self._inflight: dict[str, list[Deferred]] = {}
         self._stale_warned = -_STALE_WARNING_EVERY
         self._grants: dict[Identity, bool] = {}
+        self._lean_decisions: dict[tuple, _LeanDecision] = {}
         self.hub_version: bytes | None = None
 
     # -- dispatch --------------------------------------------------------------------------
@@ -237,6 +273,10 @@ class HubGate(Resource):
         a page view by cookie gets a valid C{_xsrf} cookie if the browser lacks one."""
         if credentials.source == "cookie" and info.is_navigation(request):
             self._login.refresh_xsrf_cookie(request, credentials.token, credentials.session_id)
+        self._clean(request, credentials, identity)
+
+    def _clean(self, request, credentials: Credentials, identity: Identity) -> None:
+        """Without hubtwist's credentials and cookies, with who is calling."""
         hide_credentials(request, credentials)
         self._login.hide_own_cookies(request)
         if self._forward_user_info:
@@ -259,15 +299,39 @@ class HubGate(Resource):
             return False
         if path[len(self._prefix):] in (b"oauth_callback", b"logout"):
             return False
+        # A browser repeats the same credentials on every request: an admission is
+        # remembered for the exact values it read (_deciding_values) and reused while the
+        # identity cache still hands out the same identity and until the first signature
+        # it relied on expires — what deciding afresh would say, for less work.
+        now = self._clock()
+        deciding = _deciding_values(request)
+        if deciding is not None:
+            known = self._lean_decisions.get(deciding)
+            if known is not None:
+                if now < known.until and self._cache.fresh(known.cache_key) is known.identity:
+                    if self.hub_version:
+                        request.setHeader(b"x-jupyterhub-version", self.hub_version)
+                    self._clean(request, known.credentials, known.identity)
+                    return True
+                del self._lean_decisions[deciding]
         credentials, _refusal = self._credentials(request)
         if credentials is None or credentials.source == "url":
             return False
-        identity = self._cache.fresh(cache_key(credentials.token, credentials.session_id))
+        key = cache_key(credentials.token, credentials.session_id)
+        identity = self._cache.fresh(key)
         if identity is UNKNOWN or identity is None or not self._granted(identity):
             return False
         if self.hub_version:
             request.setHeader(b"x-jupyterhub-version", self.hub_version)
+        cookies = info.cookies(request)  # as sent: the cleaning hides hubtwist's own
         self._pass(request, credentials, identity)
+        expires = self._login.signatures_expire(request, cookies)
+        if deciding is not None and not any(name == b"Set-Cookie"
+                                            for name, _ in request.response_headers):
+            if len(self._lean_decisions) >= _MAX_LEAN_DECISIONS:
+                self._lean_decisions.clear()
+            self._lean_decisions[deciding] = _LeanDecision(
+                credentials, key, identity, min(now + _LEAN_DECISION_FOR, expires))
         return True
 
     def _granted(self, identity: Identity) -> bool:

@@ -221,6 +221,22 @@ class HubLogin:
         return any(name == XSRF_COOKIE and token_is_valid(self._signer, value, identity, now)
                    for name, value in info.cookies(request))
 
+    def signatures_expire(self, request, cookies: list[tuple[str, str]]) -> float:
+        """
+        The earliest time one of the signed values the login checked on C{request} (its
+        login cookies and C{_xsrf} cookies among C{cookies}, the ones it was sent with; the
+        XSRF headers) stops being valid; infinity when none is known to be genuine. A
+        decision taken on them may be reused until then
+        (L{hubtwist.hub.gate.HubGate.admit_lean}).
+        """
+        ends = [self._signer.expires(name, value) for name, value in cookies
+                if name in (self.cookie_name, XSRF_COOKIE)]
+        for header in (b"x-xsrftoken", b"x-csrftoken"):
+            sent = info.header(request, header)
+            if sent:
+                ends.append(self._signer.expires(XSRF_COOKIE, sent))
+        return min((end for end in ends if end is not None), default=float("inf"))
+
     def hide_own_cookies(self, request) -> None:
         """
         The apps do not get hubtwist's cookies: the login cookie (it holds the user's Hub

@@ -79,6 +79,12 @@ class Signer:
         self._genuine[(name, signed)] = (value, signed_at)
         return value if 0 <= now - signed_at <= max_age else None
 
+    def expires(self, name: str, signed: str, max_age: float = SIGNED_MAX_AGE) -> float | None:
+        """When C{signed} stops being valid for L{verify}, if it was found genuine before
+        (None: not known to be genuine)."""
+        known = self._genuine.get((name, signed))
+        return None if known is None else known[1] + max_age
+
 
 def pkce_pair() -> tuple[str, str]:
     """A fresh PKCE C{(code_verifier, code_challenge)} for the S256 method (RFC 7636)."""
