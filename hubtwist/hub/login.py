@@ -229,12 +229,19 @@ class HubLogin:
         decision taken on them may be reused until then
         (L{hubtwist.hub.gate.HubGate.admit_lean}).
         """
-        ends = [self._signer.expires(name, value) for name, value in cookies
-                if name in (self.cookie_name, XSRF_COOKIE)]
+        signed = [(name, value) for name, value in cookies
+                  if name in (self.cookie_name, XSRF_COOKIE)]
         for header in (b"x-xsrftoken", b"x-csrftoken"):
             sent = info.header(request, header)
             if sent:
-                ends.append(self._signer.expires(XSRF_COOKIE, sent))
+                signed.append((XSRF_COOKIE, sent))
+        now = self._clock()
+        ends = []
+        for name, value in signed:
+            # verify() (a memo hit) first: it remembers a genuine value again should the
+            # signer's memo have been emptied since the login checked it.
+            if self._signer.verify(name, value, now) is not None:
+                ends.append(self._signer.expires(name, value))
         return min((end for end in ends if end is not None), default=float("inf"))
 
     def hide_own_cookies(self, request) -> None:

@@ -110,3 +110,16 @@ def test_other_credentials_or_headers_are_decided_afresh():
     request = browser_request(gate, signer, clock, "alice-token", now)
     request.uri = b"/user/alice/page?v=3"  # an ordinary query: alice's admission, reused
     assert gate.admit_lean(request) and gate._lean_decisions == remembered
+
+
+def test_the_reuse_bound_holds_even_if_the_signers_memo_was_emptied():
+    clock = Clock()
+    clock.advance(1_000_000)
+    gate, signer = make_gate(clock)
+    signed_at = clock.seconds() - 100
+    request = browser_request(gate, signer, clock, "alice-token", signed_at)
+    signer._genuine.clear()  # as at its size limit, between the login's check and now
+    cookies = [(name, value) for name, value in
+               (part.split("=", 1) for part in
+                request.getRawHeaders(b"cookie")[0].decode().split("; "))]
+    assert gate._login.signatures_expire(request, cookies) == signed_at + SIGNED_MAX_AGE
