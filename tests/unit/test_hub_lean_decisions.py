@@ -36,6 +36,15 @@ def make_gate(clock: Clock) -> tuple[HubGate, Signer]:
     return gate, signer
 
 
+def alice_known() -> tuple[Clock, HubGate, Signer]:
+    """A gate whose identity cache knows alice's token (as after the Hub's answer)."""
+    clock = Clock()
+    clock.advance(1_000_000)
+    gate, signer = make_gate(clock)
+    gate._cache.remember(cache_key("alice-token", SESSION), ALICE)
+    return clock, gate, signer
+
+
 def browser_request(gate: HubGate, signer: Signer, clock: Clock, token: str, signed_at: float,
                     **headers: str) -> LeanRequest:
     """A page view with alice's login cookie (signed at C{signed_at}) and a valid _xsrf."""
@@ -50,10 +59,7 @@ def browser_request(gate: HubGate, signer: Signer, clock: Clock, token: str, sig
 
 
 def test_a_remembered_admission_is_reused_and_cleans_the_same_way():
-    clock = Clock()
-    clock.advance(1_000_000)
-    gate, signer = make_gate(clock)
-    gate._cache.remember(cache_key("alice-token", SESSION), ALICE)
+    clock, gate, signer = alice_known()
     first = browser_request(gate, signer, clock, "alice-token", clock.seconds())
     assert gate.admit_lean(first)
     assert len(gate._lean_decisions) == 1
@@ -65,10 +71,7 @@ def test_a_remembered_admission_is_reused_and_cleans_the_same_way():
 
 
 def test_it_is_not_reused_once_the_identity_cache_expired():
-    clock = Clock()
-    clock.advance(1_000_000)
-    gate, signer = make_gate(clock)
-    gate._cache.remember(cache_key("alice-token", SESSION), ALICE)
+    clock, gate, signer = alice_known()
     signed_at = clock.seconds()
     assert gate.admit_lean(browser_request(gate, signer, clock, "alice-token", signed_at))
     clock.advance(gate._cache.max_age + 1)
@@ -89,10 +92,7 @@ def test_it_is_not_reused_past_the_login_cookies_signature():
 
 
 def test_other_credentials_or_headers_are_decided_afresh():
-    clock = Clock()
-    clock.advance(1_000_000)
-    gate, signer = make_gate(clock)
-    gate._cache.remember(cache_key("alice-token", SESSION), ALICE)
+    clock, gate, signer = alice_known()
     now = clock.seconds()
     assert gate.admit_lean(browser_request(gate, signer, clock, "alice-token", now))
     # bob's token is not in the cache: whatever alice's admission was, his is not known
