@@ -56,6 +56,23 @@ def alive(pid: int) -> bool:
         return False
 
 
+def processes_with(*markers: bytes) -> list[int]:
+    """Live processes (a container's or a batch job's included: they are this host's too)
+    whose environment holds every one of C{markers}."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                text = environ.read()
+        except OSError:
+            continue
+        if all(marker in text for marker in markers) and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
 def descendants(pid: int) -> set[int]:
     """Every live process whose ancestry reaches C{pid}."""
     parents = {}

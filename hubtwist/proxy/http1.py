@@ -215,8 +215,10 @@ def parse_response_head(head: bytes) -> ResponseHead:
     """
     if len(head) > MAX_HEAD:
         raise WireError(f"the response head is longer than {MAX_HEAD} bytes")
-    lone_lf = head.count(b"\n") != head.count(b"\r\n")
-    if lone_lf:  # rare: lines cut at every LF, their CR dropped, every value cleaned
+    # The common head has CRLF line ends only; the rare other one has its values cleaned.
+    suspect = not only_crlf_line_ends(head)
+    lone_lf = suspect and head.count(b"\n") != head.count(b"\r\n")
+    if lone_lf:  # lines cut at every LF, their CR dropped
         lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
     else:
         lines = head.split(b"\r\n")
@@ -226,7 +228,6 @@ def parse_response_head(head: bytes) -> ResponseHead:
             or not status[1].isdigit()):
         raise WireError(f"the answer is not HTTP/1.x: {lines[0][:80]!r}")
     code = int(status[1])
-    suspect = lone_lf or not only_crlf_line_ends(head)  # rare: then every value is cleaned
     phrase = status[2] if len(status) > 2 else b""
     if suspect:
         phrase = clean_value(phrase)

@@ -31,3 +31,14 @@ def skip_module_without_binary() -> None:
     if BINARY is None and os.environ.get("CI") != "true":
         pytest.skip("no hubtwist binary: build it with packaging/build (or `bash tests/setup`), "
                     "or set HUBTWIST_BINARY", allow_module_level=True)
+
+
+def require_binary() -> pathlib.Path:
+    """The binary, for a test elsewhere that needs it: skipped without one, failed in CI."""
+    if BINARY is None:
+        message = ("no hubtwist binary: build it with packaging/build (or `bash tests/setup`), "
+                   "or set HUBTWIST_BINARY")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return BINARY

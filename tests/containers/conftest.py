@@ -189,20 +189,3 @@ def podman_api(image, tmp_path_factory):
         api.stop()
 
 
-def processes_with(*markers: bytes) -> list[int]:
-    """Live processes (container processes included: they are this host's too) whose
-    environment holds every one of C{markers}."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                text = environ.read()
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                state = stat.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != b"Z" and all(marker in text for marker in markers):
-            found.append(int(entry))
-    return found

@@ -9,9 +9,7 @@ import importlib.util
 import subprocess
 import sys
 
-import pytest
-
-from tests.binary.locate import BINARY
+from tests.binary.locate import require_binary
 from tests.e2e.conftest import REPO
 
 SCRIPT = REPO / "conf" / "container" / "libraries.py"
@@ -21,18 +19,14 @@ spec.loader.exec_module(libraries)
 
 
 def test_the_bundle_is_read_from_the_binary_without_pyinstaller():
-    if BINARY is None:
-        pytest.skip("no hubtwist binary (packaging/build)")
-    files = libraries.bundled_files(BINARY.read_bytes())
+    files = libraries.bundled_files(require_binary().read_bytes())
     assert any(name.startswith("libpython3") for name in files), sorted(files)[:20]
     python_library = next(data for name, data in files.items() if name.startswith("libpython3"))
     assert python_library.startswith(b"\x7fELF")
 
 
 def test_the_needed_libraries_include_what_the_bundled_libpython_links():
-    if BINARY is None:
-        pytest.skip("no hubtwist binary (packaging/build)")
-    needed = libraries.needed_libraries(str(BINARY))
+    needed = libraries.needed_libraries(str(require_binary()))
     names = {path.rsplit("/", 1)[1] for path in needed}
     # ldd on the bootloader alone misses libm: the bundled libpython needs it.
     assert {"libc.so.6", "libm.so.6"} <= names, needed

@@ -23,11 +23,12 @@ import time
 import pytest
 import requests
 
-from tests.containers.conftest import (PODMAN, PREFIX, containers, podman, processes_with,
+from tests.containers.conftest import (PODMAN, PREFIX, containers, podman,
                                        ulimit_args, ulimits)
 from tests.e2e import conftest as e2e
 from tests.e2e.browser import Browser
 from tests.e2e.conftest import REPO, free_port, wait_until
+from tests.helpers import processes_with
 
 pytestmark = pytest.mark.e2e
 

@@ -20,13 +20,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import wait_until
-from tests.helpers import alive
+from tests.helpers import processes_with
 
 SLURM_CONF = pathlib.Path("/etc/slurm/slurm.conf")
 MARKER = "written by hubtwist tests/setup"
@@ -229,17 +228,5 @@ class SlurmHub(e2e.Hub):
 
     def job_processes(self, user: str) -> list[int]:
         """Live processes of C{user}'s job: their environment names this Hub's API and her."""
-        marker_api = f"127.0.0.1:{self.hub_port}/".encode()
-        marker_user = f"JUPYTERHUB_USER={user}\0".encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as environ:
-                    text = environ.read()
-            except OSError:
-                continue
-            if marker_api in text and marker_user in text and alive(int(entry)):
-                found.append(int(entry))
-        return found
+        return processes_with(f"127.0.0.1:{self.hub_port}/".encode(),
+                              f"JUPYTERHUB_USER={user}\0".encode())
