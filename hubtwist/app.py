@@ -464,7 +464,35 @@ async def run(reactor, config: Config, auth: AuthPlan | None = None,
         shared_guardian(reactor).close()
         log.info("Stopped.")
 
-    from twisted.internet.defer import Deferred
-
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(shutdown()))
+    _stop_once_on_signals(reactor)
     await Deferred()  # serve until the reactor stops
+
+
+def _stop_once_on_signals(reactor) -> None:
+    """
+    SIGTERM and SIGINT stop the reactor, once. Twisted's own handlers call C{reactor.stop}
+    for every signal, and one arriving while the apps are being stopped (systemd and an
+    impatient user; C{timeout} forwarding what it got) logged a C{ReactorNotRunning}
+    traceback; now it is a line in the log.
+    """
+    stopping = []
+    reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
+
+    def stop(signum: int) -> None:
+        if stopping:
+            log.info("Got {signal} while stopping: the stop goes on",
+                     signal=signal.Signals(signum).name)
+            return
+        reactor.stop()
+
+    def handler(signum, _frame) -> None:
+        reactor.callFromThread(stop, signum)  # the handler only wakes the reactor up
+
+    def install() -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, handler)
+
+    # Once the reactor runs: it installs Twisted's handlers as it starts (task.react may
+    # have got this far before that).
+    reactor.callWhenRunning(install)

@@ -94,6 +94,32 @@ def test_single_app_mode_serves_and_sigterm_stops_everything(hubtwist_process, t
     wait_for(lambda: not alive(grandchild), 5, "the grandchild to be gone")
 
 
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_a_second_sigterm_while_stopping_is_no_error(hubtwist_process):
+    # systemd and an impatient user, or `timeout` forwarding the signal it got: the second
+    # signal arrives while the first stop is under way.
+    port = free_port()
+    process = hubtwist_process(
+        "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-auth", "--autostart", "--",
+        *HTTPAPP, "--port", "{port}", "--ignore-term")  # the stop waits for the SIGKILL
+    app_pid = int(wait_for(lambda: try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")[1])
+    process.send_signal(signal.SIGTERM)
+    wait_for(lambda: not _accepts(port), 10, "hubtwist to stop listening")
+    assert alive(app_pid)  # still stopping
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    output = process.stdout.read()
+    assert "Got SIGTERM while stopping: the stop goes on" in output and "Stopped." in output
+    assert "Traceback" not in output and "ReactorNotRunning" not in output, output
+
+
 def test_sigkill_of_hubtwist_leaves_no_process_behind(hubtwist_process, tmp_path):
     port = free_port()
     grandchild_file = tmp_path / "grandchild.pid"
