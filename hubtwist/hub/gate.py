@@ -54,32 +54,55 @@ _DECIDING_HEADERS = (b"authorization", b"cookie", b"user-agent", b"sec-fetch-mod
 
 
 class _LeanDecision:
-    """An admission of the lean path, remembered: who, by which credentials, until when."""
+    """
+    An admission of the lean path, remembered: who, by which cached identity, until when,
+    and what the cleaning (L{HubGate._clean}) made of the deciding headers.
 
-    __slots__ = ("credentials", "cache_key", "identity", "until")
+    @ivar cache_key: the identity cache's key of the credentials.
+    @ivar identity: the identity the cache handed out; reuse needs the very same object.
+    @ivar until: the clock time after which the admission is decided afresh.
+    @ivar edits: C{(lower-case name, values or None)} for each of L{_DECIDING_HEADERS}
+        the cleaning changed (None: removed). The cleaning reads and changes only those
+        headers, so the same values clean to the same result: a reuse applies these.
+    @ivar identity_headers: the C{forward_user_info} headers the cleaning set.
+    @ivar user: who is calling, for the access log.
+    """
 
-    def __init__(self, credentials, cache_key_: str, identity, until: float) -> None:
-        self.credentials = credentials
+    __slots__ = ("cache_key", "identity", "until", "edits", "identity_headers", "user")
+
+    def __init__(self, cache_key_: str, identity, until: float, edits: tuple,
+                 identity_headers, user) -> None:
         self.cache_key = cache_key_
         self.identity = identity
         self.until = until
+        self.edits = edits
+        self.identity_headers = identity_headers
+        self.user = user
+
+    def apply(self, request) -> None:
+        """Clean C{request} (whose deciding values are this admission's) as it was."""
+        for name, values in self.edits:
+            if values is None:
+                request.removeHeader(name)
+            else:
+                request.setRawHeaders(name, values)
+        request.identity_headers = self.identity_headers
+        request.hubtwist_user = self.user
 
 
 def _deciding_values(request) -> tuple | None:
     """
-    What a lean admission of C{request} depends on besides the path and the clock: its
-    method, client address and the L{_DECIDING_HEADERS}; None when its query could hold
-    credentials or an XSRF token (C{token=}, C{_xsrf=}, or anything percent-encoded that
-    might decode to them): such requests are always decided afresh.
+    What a lean admission of C{request} (a L{hubtwist.proxy.lean.LeanRequest}) depends on
+    besides the path and the clock: its method, client address and the
+    L{_DECIDING_HEADERS}; None when its query could hold credentials or an XSRF token
+    (C{token=}, C{_xsrf=}, or anything percent-encoded that might decode to them): such
+    requests are always decided afresh.
     """
     query = request.uri.partition(b"?")[2]
     if query and (b"%" in query or b"token" in query or b"xsrf" in query):
         return None
-    values = [request.method, info.client_ip(request)]
-    for name in _DECIDING_HEADERS:
-        found = request.requestHeaders.getRawHeaders(name)
-        values.append(tuple(found) if found else None)
-    return tuple(values)
+    return (request.method, info.client_ip(request),
+            request.header_values(_DECIDING_HEADERS))
 
 
 @attrs.frozen
@@ -311,7 +334,7 @@ class HubGate(Resource):
                 if now < known.until and self._cache.fresh(known.cache_key) is known.identity:
                     if self.hub_version:
                         request.setHeader(b"x-jupyterhub-version", self.hub_version)
-                    self._clean(request, known.credentials, known.identity)
+                    known.apply(request)
                     return True
                 del self._lean_decisions[deciding]
         credentials, _refusal = self._credentials(request)
@@ -330,8 +353,13 @@ class HubGate(Resource):
                                             for name, _ in request.response_headers):
             if len(self._lean_decisions) >= _MAX_LEAN_DECISIONS:
                 self._lean_decisions.clear()
+            cleaned = request.header_values(_DECIDING_HEADERS)
+            edits = tuple((name, None if after is None else list(after))
+                          for name, before, after in zip(_DECIDING_HEADERS, deciding[2], cleaned)
+                          if after != before)
             self._lean_decisions[deciding] = _LeanDecision(
-                credentials, key, identity, min(now + _LEAN_DECISION_FOR, expires))
+                key, identity, min(now + _LEAN_DECISION_FOR, expires), edits,
+                request.identity_headers, request.hubtwist_user)
         return True
 
     def _granted(self, identity: Identity) -> bool:
@@ -379,11 +407,29 @@ def add_user_headers(request, identity: Identity) -> None:
     cleaned the client's, so nothing the client sends (a C{Connection} header naming them,
     an C{X_Forwarded_User} spelling) can remove or imitate them.
     """
-    # jhsingle-native-proxy's --forward-user-info header, for apps written against it.
-    legacy = {"kind": identity.kind, "name": identity.name, "admin": identity.admin,
-              "groups": list(identity.groups)}
-    request.identity_headers = [
-        (b"X-Forwarded-User", identity.name.encode("utf-8")),
-        (b"X-Hubtwist-User", identity.as_header().encode("utf-8")),
-        (b"X-CDSDashboards-JH-User", json.dumps(legacy).encode("utf-8")),
-    ]
+    request.identity_headers = user_headers(identity)
+
+
+_USER_HEADERS: dict[Identity, tuple[tuple[bytes, bytes], ...]] = {}
+
+
+def user_headers(identity: Identity) -> tuple[tuple[bytes, bytes], ...]:
+    """
+    The C{forward_user_info} headers for C{identity}, (name, value) pairs. Made once per
+    identity (the identity cache hands out the same object for every request of its
+    lifetime; an identity is a frozen value), not per request: JSON encoding is not free.
+    """
+    known = _USER_HEADERS.get(identity)
+    if known is None:
+        # jhsingle-native-proxy's --forward-user-info header, for apps written against it.
+        legacy = {"kind": identity.kind, "name": identity.name, "admin": identity.admin,
+                  "groups": list(identity.groups)}
+        known = (
+            (b"X-Forwarded-User", identity.name.encode("utf-8")),
+            (b"X-Hubtwist-User", identity.as_header().encode("utf-8")),
+            (b"X-CDSDashboards-JH-User", json.dumps(legacy).encode("utf-8")),
+        )
+        if len(_USER_HEADERS) >= _MAX_GRANTS:
+            _USER_HEADERS.clear()
+        _USER_HEADERS[identity] = known
+    return known

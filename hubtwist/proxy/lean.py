@@ -148,6 +148,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._paused = False
         self._close_after = False
         self._client_host = b"127.0.0.1"
+        self._peer = None  # the client's address as a gate reads it (LeanRequest)
         self._abort_call = None
         self._head_call = None  # the deadline of a head that arrives in pieces
         self._head_timeout = getattr(lean.site, "head_timeout", HEAD_TIMEOUT)
@@ -161,6 +162,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         allow_bulk(transport)
         self.send = direct_writer(transport)
         self._client_host = getattr(transport.getPeer(), "host", "127.0.0.1").encode()
+        self._peer = _Peer(self._client_host.decode("latin-1"))
         self.setTimeout(self._idle_timeout)
 
     def dataReceived(self, data: bytes) -> None:
@@ -241,18 +243,18 @@ class LeanChannel(Protocol, TimeoutMixin):
         if parsed is None:
             self._hand_over()
             return
-        method, target, headers, close = parsed
+        method, target, by_name, close = parsed
         admit = self._lean.admit
         identity = answer_headers = ()
         user = None
         if admit is not None:
-            view = LeanRequest(method, target, headers, self._client_host)
+            view = LeanRequest.over_parsed(method, target, by_name, self._peer)
             if not admit(view):
                 self._hand_over()
                 return
-            headers = view.getAllRawHeaders()
             identity, answer_headers = view.identity_headers, view.response_headers
             user = view.hubtwist_user
+        headers = list(by_name.values())
         path = target.partition(b"?")[0]
         route = self._router.route_for(path)
         # rewrite_urls: twisted.web's path rewrites (a response of unknown length there,
@@ -338,15 +340,38 @@ class LeanRequest:
                  "identity_headers", "hubtwist_user")
 
     def __init__(self, method: bytes, uri: bytes, headers, client_host: bytes) -> None:
+        """C{headers}: (name, [values]) pairs, each name once."""
+        self._start(method, uri, {name.lower(): (name, values) for name, values in headers},
+                    _Peer(client_host.decode("latin-1")))
+
+    @classmethod
+    def over_parsed(cls, method: bytes, uri: bytes, by_name: dict, peer: _Peer) -> "LeanRequest":
+        """A view over the lean parser's own header dict (lower-case name -> (name,
+        [values])), which it then changes in place: no copy per request."""
+        view = cls.__new__(cls)
+        view._start(method, uri, by_name, peer)
+        return view
+
+    def _start(self, method: bytes, uri: bytes, by_name: dict, peer: _Peer) -> None:
         self.method = method
         self.uri = uri
         self.path = uri.partition(b"?")[0]
         self.args = None
-        self._headers = {name.lower(): (name, values) for name, values in headers}
-        self._peer = _Peer(client_host.decode("latin-1"))
+        self._headers = by_name
+        self._peer = peer
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.identity_headers = ()
         self.hubtwist_user = None  # who is calling, for the access log
+
+    def header_values(self, lower_names: tuple[bytes, ...]) -> tuple:
+        """For each of C{lower_names} (lower case), its values as a tuple, or None when
+        absent: one hashable summary of the headers a decision reads."""
+        get = self._headers.get
+        found = []
+        for name in lower_names:
+            entry = get(name)
+            found.append(None if entry is None else tuple(entry[1]))
+        return tuple(found)
 
     # twisted.web.http_headers.Headers, as far as the gates use it
     @property
@@ -389,9 +414,10 @@ class LeanRequest:
 
 def _parse(head: bytes):
     """
-    C{(method, target, [(name, [value])], close)} for a head the lean path takes, else
-    C{None}: only HTTP/1.1 GET/HEAD in origin form, well-formed header lines with token
-    names, no body, no upgrade, no line folding, CR and LF only as line ends.
+    C{(method, target, headers, close)} for a head the lean path takes, C{headers} as
+    C{{lower-case name: (name as sent, [values])}}; else C{None}: only HTTP/1.1 GET/HEAD
+    in origin form, well-formed header lines with token names, no body, no upgrade, no
+    line folding, CR and LF only as line ends.
     """
     if not only_crlf_line_ends(head):
         return None
@@ -429,7 +455,7 @@ def _parse(head: bytes):
             entry[1].append(value)
     if b"host" not in headers:
         return None  # HTTP/1.1 requires one: left to twisted.web
-    return method, target, list(headers.values()), close
+    return method, target, headers, close
 
 
 class _LeanExchange(Relaying):

@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
 from hubtwist.config.loader import load_dict
-from hubtwist.hub.gate import HubGate
+from hubtwist.hub.gate import HubGate, user_headers
 from hubtwist.hub.identity import Identity, cache_key
 from hubtwist.hub.oauth import SIGNED_MAX_AGE, Signer
 from hubtwist.hub.settings import hub_settings
@@ -28,11 +28,11 @@ ALICE = Identity("alice", scopes=frozenset({"access:servers!user=alice"}))
 SESSION = "session-1"
 
 
-def make_gate(clock: Clock) -> tuple[HubGate, Signer]:
+def make_gate(clock: Clock, forward_user_info: bool = False) -> tuple[HubGate, Signer]:
     settings = hub_settings(ENV, load_dict({}, "test"))
     signer = Signer()
     gate = HubGate(Resource(), settings, client=None, base_url="/user/alice/",
-                   clock=clock.seconds, signer=signer)
+                   clock=clock.seconds, signer=signer, forward_user_info=forward_user_info)
     return gate, signer
 
 
@@ -123,3 +123,38 @@ def test_the_reuse_bound_holds_even_if_the_signers_memo_was_emptied():
                (part.split("=", 1) for part in
                 request.getRawHeaders(b"cookie")[0].decode().split("; "))]
     assert gate._login.signatures_expire(request, cookies) == signed_at + SIGNED_MAX_AGE
+
+
+def test_a_reuse_cleans_a_header_token_as_deciding_afresh_does():
+    """The remembered cleaning (the deciding headers' edits, the user headers) gives the
+    request a fresh decision gives: the Hub token gone, the app's own cookie and
+    Authorization-less headers kept, who is calling forwarded."""
+    clock = Clock()
+    clock.advance(1_000_000)
+    gate, _signer = make_gate(clock, forward_user_info=True)
+    gate._cache.remember(cache_key("alice-token", ""), ALICE)
+
+    def api_call() -> LeanRequest:
+        return LeanRequest(b"GET", b"/user/alice/api/x", [
+            (b"Host", [b"127.0.0.1"]), (b"Authorization", [b"token alice-token"]),
+            (b"Cookie", [b"app-session=42"]), (b"User-Agent", [b"script"])], b"127.0.0.1")
+
+    fresh, reused = api_call(), api_call()
+    assert gate.admit_lean(fresh) and len(gate._lean_decisions) == 1
+    assert gate.admit_lean(reused) and len(gate._lean_decisions) == 1
+    for request in (fresh, reused):
+        assert request.getRawHeaders(b"authorization") is None
+        assert request.getRawHeaders(b"cookie") == [b"app-session=42"]
+        assert dict(request.identity_headers)[b"X-Forwarded-User"] == b"alice"
+        assert request.hubtwist_user == "alice"
+    assert reused.getAllRawHeaders() == fresh.getAllRawHeaders()
+    assert reused.identity_headers == fresh.identity_headers
+    assert reused.response_headers == fresh.response_headers
+
+
+def test_the_user_headers_are_made_per_identity():
+    bob = Identity("bob", groups=("staff",), scopes=frozenset({"access:servers!user=alice"}))
+    assert user_headers(ALICE) is user_headers(ALICE)  # made once
+    assert dict(user_headers(bob))[b"X-Forwarded-User"] == b"bob"
+    assert b'"staff"' in dict(user_headers(bob))[b"X-CDSDashboards-JH-User"]
+    assert dict(user_headers(ALICE))[b"X-Forwarded-User"] == b"alice"
