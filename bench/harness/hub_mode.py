@@ -70,10 +70,11 @@ class HubLoad:
     bulk_connections: int = 4
     size: int = 64
     bulk_size: int = 1 << 20
+    windows: int = 5  # per row of a pair measured together (HubMode.load_pair)
 
     @classmethod
     def quick(cls) -> "HubLoad":
-        return cls(duration=4.0, bulk_duration=4.0, warmup=1.0)
+        return cls(duration=4.0, bulk_duration=4.0, warmup=1.0, windows=2)
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -83,6 +84,16 @@ def cookie_header(jar: http.cookiejar.CookieJar, url: str) -> str:
     request = urllib.request.Request(url)
     jar.add_cookie_header(request)
     return request.get_header("Cookie") or ""
+
+
+def cookie_headers(jar: http.cookiejar.CookieJar, url: str) -> dict[str, str]:
+    """
+    The headers of a request alice's browser makes to C{url}: its C{Cookie} header and its
+    User-Agent (JupyterHub's XSRF identity, and hubtwist's, hash it, so a request without it
+    is a different client whose C{_xsrf} cookie is not valid); none without cookies.
+    """
+    header = cookie_header(jar, url)
+    return {"Cookie": header, "User-Agent": BROWSER_HEADERS["User-Agent"]} if header else {}
 
 
 def bytes_per_response_problem(result: WrkResult, expected: int) -> str:
@@ -172,6 +183,7 @@ class Hub:
         self.browser = Browser(f"http://{LOOPBACK}:{self.public_port}")
         self.proc: Proc | None = None
         self.version = ""
+        self.browser_headers: dict[str, str] = {}  # see _browser_headers
 
     # -- REST APIs --
 
@@ -297,8 +309,23 @@ c.Spawner.pre_spawn_hook = pre_spawn_hook
         self.proxy_api("POST", "/routes" + WS_ROUTE,
                        {"target": f"http://{LOOPBACK}:{self.echo_port}"})
         self.browser.login(USER)
+        self.browser_headers = self._browser_headers()
         log(f"JupyterHub {self.version} up: public (CHP) port {self.public_port}, "
             f"{USER} logged in")
+
+    def _browser_headers(self) -> dict[str, str]:
+        """
+        What alice's browser sends to her default server once logged in to it (its Cookie
+        header and User-Agent), for the rows that have no login of their own (the backend
+        direct, hubtwist --no-auth, CHP straight to a backend): every row then parses and
+        forwards a request of the same size. Her default server is spawned and logged in
+        to for this, then stopped (its row spawns it again).
+        """
+        server = self.spawn("", "/1k.bin")
+        try:
+            return cookie_headers(self.browser.jar, f"{self.browser.public_url}{server.prefix}/x")
+        finally:
+            server.stop()
 
     def chp_pid(self) -> int:
         """The Hub's CHP (a node process), from the pid file the Hub writes."""
@@ -470,6 +497,9 @@ class HubMode(Mode):
 
     name = "hub"
     peer_keys = tuple(spec.key for spec in ROWS)
+    # The rows whose ratio is a target, each measured together with its partner: both up,
+    # their 1 KB loads in interleaved windows (load_pair).
+    pairs = {"hubtwist-hub": "hubtwist-noauth", "chp-hubtwist": "chp-direct"}
     http_columns = [
         Column("rps", "1 KB req/s"),
         Column("p50", "p50 (ms)", "{:.2f}"),
@@ -519,17 +549,20 @@ class HubMode(Mode):
         def start(backend_port: int) -> Running:
             hub = self.hub
             assert hub is not None
+            # Rows without a login of their own send what alice's browser sends to her
+            # default server: every row parses and forwards a request of the same size.
             if spec.key == "direct":
-                return HubRunning(backend.proc, backend.port, owned=False)
+                return HubRunning(backend.proc, backend.port, owned=False,
+                                  headers=hub.browser_headers)
             if spec.key == "hubtwist-noauth":
                 plain = start_hubtwist(backend_port)
-                return HubRunning(plain.proc, plain.port)
+                return HubRunning(plain.proc, plain.port, headers=hub.browser_headers)
             chp = hub.chp_pid() if spec.through_chp else None
             if spec.server is None:  # CHP straight to a backend: CHP is the process measured
                 prefix = WS_ROUTE if spec.kind == "ws" else DIRECT_ROUTE
                 return HubRunning(Adopted(hub.chp_pid()), hub.public_port, prefix=prefix,
                                   owned=False, whole_tree=False, kind=spec.kind, chp=chp,
-                                  headers=self._cookies(hub, prefix))
+                                  headers=hub.browser_headers)
             # Where the row's requests go, under the server's prefix.
             under = (f"/proxy/{backend_port}" if spec.server == JSP_SERVER else
                      "/echo" if spec.kind == "ws" else "")
@@ -547,13 +580,8 @@ class HubMode(Mode):
 
     @staticmethod
     def _cookies(hub: Hub, prefix: str) -> dict[str, str]:
-        """alice's cookies for C{prefix}, as her browser would send them (every row sends
-        them, so that every peer parses the same request)."""
-        header = cookie_header(hub.browser.jar, f"{hub.browser.public_url}{prefix}/x")
-        # and her browser's User-Agent: JupyterHub's XSRF identity (and hubtwist's) hashes
-        # it, so a request without it is a different client whose _xsrf cookie is not valid
-        return ({"Cookie": header, "User-Agent": BROWSER_HEADERS["User-Agent"]}
-                if header else {})
+        """alice's cookies for C{prefix} and her User-Agent, as her browser sends them."""
+        return cookie_headers(hub.browser.jar, f"{hub.browser.public_url}{prefix}/x")
 
     def _versioner(self, spec: RowSpec) -> Callable[[], str]:
         def version() -> str:
@@ -660,17 +688,52 @@ class HubMode(Mode):
         return server, chp
 
     def _load_http(self, running: HubRunning, row: Row) -> None:
-        load, key = self.load_settings, row.peer.key
-        url = f"http://{LOOPBACK}:{running.port}{running.prefix}/1k.bin"
-        if load.warmup > 0:
-            run_wrk(f"wrk-{key}-warmup", url, load.threads, load.connections, load.warmup,
-                    headers=running.headers)
-        log(f"{key}: 1 KB for {load.duration:g}s")
-        server, chp = self._cpu(running)
-        paths_before = self._hubtwist_paths(running, key)
-        with server, (chp or _Nothing()):
-            result = run_wrk(f"wrk-{key}-1k", url, load.threads, load.connections,
-                             load.duration, headers=running.headers)
+        self.load_pair([running], [row])
+
+    def load_pair(self, runnings: list[Running], rows: list[Row]) -> None:
+        """
+        The 1 KB load of one row, or of a pair (L{pairs}) in interleaved windows: the
+        duration cut into L{HubLoad.windows} windows per row, taken in the order A B B A
+        A B ..., so that a machine whose speed drifts during the run (this one's moves by
+        ±10 % within a minute) weighs on both rows alike. Each row's figures are its
+        windows' sums (requests, seconds, CPU); p50/p99 are the request-weighted means of
+        its windows' percentiles.
+        """
+        load = self.load_settings
+        targets = [(running, row, row.peer.key) for running, row in zip(runnings, rows)]
+        for running, row, key in targets:
+            assert isinstance(running, HubRunning)
+            if load.warmup > 0:
+                run_wrk(f"wrk-{key}-warmup", self._url(running), load.threads,
+                        load.connections, load.warmup, headers=running.headers)
+        windows = load.windows if len(targets) > 1 else 1
+        seconds = load.duration / windows
+        if len(targets) > 1:
+            log(f"{' and '.join(key for _, _, key in targets)}: 1 KB, {windows} interleaved "
+                f"windows of {seconds:g}s each")
+        else:
+            log(f"{targets[0][2]}: 1 KB for {load.duration:g}s")
+        # A B, then B A, then A B...: each row's windows sit alike in time
+        order = [target for window in range(windows)
+                 for target in (targets if window % 2 == 0 else targets[::-1])]
+        totals = {key: _Totals() for _, _, key in targets}
+        paths_before = {key: self._hubtwist_paths(running, key) for running, _, key in targets}
+        for number, (running, row, key) in enumerate(order):
+            server, chp = self._cpu(running)
+            with server, (chp or _Nothing()):
+                result = run_wrk(f"wrk-{key}-1k-{number}", self._url(running), load.threads,
+                                 load.connections, seconds, headers=running.headers)
+            totals[key].add(result, server.seconds, chp.seconds if chp is not None else None)
+        for running, row, key in targets:
+            self._http_figures(running, row, totals[key], paths_before[key])
+
+    @staticmethod
+    def _url(running: HubRunning) -> str:
+        return f"http://{LOOPBACK}:{running.port}{running.prefix}/1k.bin"
+
+    def _http_figures(self, running: HubRunning, row: Row, totals: "_Totals",
+                      paths_before: dict[str, float]) -> None:
+        key = row.peer.key
         paths_after = self._hubtwist_paths(running, key)
         if paths_before and paths_after:
             lean, ordinary = (paths_after[kind] - paths_before[kind]
@@ -678,16 +741,19 @@ class HubMode(Mode):
             if lean + ordinary:
                 row.notes.append(f"lean path: {100 * lean / (lean + ordinary):.1f} % of "
                                  f"{int(lean + ordinary):,} requests")
-        row.figures.update(rps=result.rps, p50=result.p50_ms, p99=result.p99_ms)
-        requests = result.rps * result.seconds
-        if requests:
+        if totals.windows > 1:
+            row.notes.append(f"{totals.windows} windows interleaved with its pair's")
+        row.figures.update(rps=totals.good / totals.seconds, p50=totals.p50_ms(),
+                           p99=totals.p99_ms())
+        if totals.good:
             is_chp = running.chp == running.proc.pid
-            row.figures["cpu_chp" if is_chp else "cpu_server"] = 1e6 * server.seconds / requests
-            if chp is not None:
-                row.figures["cpu_chp"] = 1e6 * chp.seconds / requests
-        if result.problems():
-            row.notes.append(f"1 KB: {result.problems()}")
-        wrong = bytes_per_response_problem(result, self.expected_size.get(key, 0))
+            row.figures["cpu_chp" if is_chp else "cpu_server"] = \
+                1e6 * totals.server_cpu / totals.good
+            if totals.chp_cpu is not None:
+                row.figures["cpu_chp"] = 1e6 * totals.chp_cpu / totals.good
+        if totals.problems:
+            row.notes.append(f"1 KB: {', '.join(totals.problems)}")
+        wrong = bytes_per_response_problem(totals.as_result(), self.expected_size.get(key, 0))
         if wrong:
             raise TargetFailed(wrong)
 
@@ -745,7 +811,10 @@ class HubMode(Mode):
         load = self.load_settings
         return [
             f"1 KB: `wrk -t{load.threads} -c{load.connections} -d{load.duration:g}s --latency` "
-            f"after a {load.warmup:g}s warm-up, every row with alice's `Cookie` header; "
+            f"after a {load.warmup:g}s warm-up, every row with alice's `Cookie` header and "
+            "User-Agent (rows without a login of their own — direct, --no-auth, CHP → backend "
+            "— with what her browser sends to her default server, captured once at the start: "
+            "every row parses and forwards a request of the same size); "
             "req/s counts 2xx/3xx only, so each row's response is first checked (200, size, "
             "SHA-256; cookie rows also refused without the cookie) and a run whose responses "
             "average more than 3% fewer bytes than the checked one fails",
@@ -800,6 +869,46 @@ class HubMode(Mode):
                   ("chp-hubtwist", "cpu_server"), ("chp-hubtwist", "cpu_chp"),
                   "lower is better"),
         ]
+
+
+class _Totals:
+    """One row's 1 KB figures summed over its load windows (L{HubMode.load_pair})."""
+
+    def __init__(self) -> None:
+        self.windows = 0
+        self.seconds = 0.0
+        self.requests = self.good = self.bytes = 0
+        self.status_errors = self.socket_errors = 0
+        self.weighted_p50 = self.weighted_p99 = 0.0
+        self.server_cpu = 0.0
+        self.chp_cpu: float | None = None
+        self.problems: list[str] = []
+
+    def add(self, result: WrkResult, server_cpu: float, chp_cpu: float | None) -> None:
+        self.windows += 1
+        self.seconds += result.seconds
+        self.requests += result.requests
+        self.good += result.good_requests
+        self.bytes += result.bytes
+        self.status_errors += result.status_errors
+        self.socket_errors += result.socket_errors
+        self.weighted_p50 += result.p50_ms * result.requests
+        self.weighted_p99 += result.p99_ms * result.requests
+        self.server_cpu += server_cpu
+        if chp_cpu is not None:
+            self.chp_cpu = (self.chp_cpu or 0.0) + chp_cpu
+        if result.problems():
+            self.problems.append(result.problems())
+
+    def p50_ms(self) -> float:
+        return self.weighted_p50 / self.requests if self.requests else 0.0
+
+    def p99_ms(self) -> float:
+        return self.weighted_p99 / self.requests if self.requests else 0.0
+
+    def as_result(self) -> WrkResult:
+        return WrkResult(self.seconds, self.requests, self.bytes, self.status_errors,
+                         self.socket_errors, self.p50_ms(), self.p99_ms())
 
 
 class _Nothing:

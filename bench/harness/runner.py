@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import traceback
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from harness.common import LOGS, TargetFailed, log
@@ -62,6 +63,10 @@ class Mode:
 
     name = ""
     columns: list[Column] = []
+    # Rows measured together: {first key: its partner's key}. Both are started, then
+    # load_pair loads them in turns, so that a drift of the machine's speed during the run
+    # weighs on both; used for the pairs whose ratio is a target.
+    pairs: dict[str, str] = {}
 
     def start_backend(self) -> Running:
         """Start the backend every peer proxies to (stopped with the other processes)."""
@@ -82,6 +87,10 @@ class Mode:
         """Load the peer and put the figures (and notes) into C{row}."""
         raise NotImplementedError
 
+    def load_pair(self, runnings: list[Running], rows: list[Row]) -> None:
+        """Load the peers of a pair (L{pairs}) in turns; figures into C{rows}."""
+        raise NotImplementedError
+
     def settings(self) -> list[str]:
         """Lines describing the load, for the report."""
         return []
@@ -97,35 +106,59 @@ class Mode:
 
 def measure(mode: Mode, peer: Peer, backend: Running) -> Row:
     """Start, check and load one peer; never raises but for Ctrl-C."""
-    row = Row(peer)
-    running = None
+    return measure_together(mode, [peer], backend)[0]
+
+
+def measure_together(mode: Mode, peers: list[Peer], backend: Running) -> list[Row]:
+    """
+    Start and check one peer, or both of a pair (L{Mode.pairs}), then load them (a pair
+    with L{Mode.load_pair}); never raises but for Ctrl-C. A failure fails every row given:
+    a pair's figures mean something only side by side.
+    """
+    rows = [Row(peer) for peer in peers]
+    runnings: list[Running] = []
     started = time.monotonic()
     try:
-        running = peer.start(backend.port)
-        log(f"{peer.key}: listening on port {running.port} (pid {running.proc.pid})")
-        mode.first_request(running, peer.key)
+        for peer in peers:
+            running = peer.start(backend.port)
+            runnings.append(running)
+            log(f"{peer.key}: listening on port {running.port} (pid {running.proc.pid})")
+            mode.first_request(running, peer.key)
         time.sleep(0.5)  # let the first response settle before reading memory
-        row.figures["rss_idle"] = rss_mib(running.proc.pid, running.whole_tree)
-        mode.check(running, peer.key)
-        with PeakMemory(running.proc.pid, running.whole_tree) as memory:
-            mode.load(running, row)
-        row.figures["rss_peak"] = memory.peak_mib
-        if running.proc.popen.poll() is not None:
-            row.notes.append(f"exited during the run (status {running.proc.popen.returncode})")
+        for running, row in zip(runnings, rows):
+            row.figures["rss_idle"] = rss_mib(running.proc.pid, running.whole_tree)
+            mode.check(running, row.peer.key)
+        with ExitStack() as stack:
+            memories = [stack.enter_context(PeakMemory(running.proc.pid, running.whole_tree))
+                        for running in runnings]
+            if len(rows) == 1:
+                mode.load(runnings[0], rows[0])
+            else:
+                mode.load_pair(runnings, rows)
+        for running, row, memory in zip(runnings, rows, memories):
+            row.figures["rss_peak"] = memory.peak_mib
+            if running.proc.popen.poll() is not None:
+                row.notes.append(f"exited during the run (status "
+                                 f"{running.proc.popen.returncode})")
     except TargetFailed as error:
-        row.failure = str(error)
+        for row in rows:
+            row.failure = str(error)
     except Exception as error:  # a bug here must not lose the other peers' rows
-        row.failure = f"harness error {type(error).__name__}: {error}"
+        for row in rows:
+            row.failure = f"harness error {type(error).__name__}: {error}"
         with open(LOGS / "harness-errors.log", "a") as errors:
-            errors.write(f"--- {peer.key}\n{traceback.format_exc()}\n")
+            errors.write(f"--- {', '.join(peer.key for peer in peers)}\n"
+                         f"{traceback.format_exc()}\n")
     finally:
-        if running is not None and running.owned:
-            running.proc.stop()
-    if row.failure:
-        log(f"{peer.key}: failed: {row.failure}")
-    else:
-        log(f"{peer.key}: done in {time.monotonic() - started:.0f}s")
-    return row
+        for running in runnings:
+            if running.owned:
+                running.proc.stop()
+    for row in rows:
+        if row.failure:
+            log(f"{row.peer.key}: failed: {row.failure}")
+        else:
+            log(f"{row.peer.key}: done in {time.monotonic() - started:.0f}s")
+    return rows
 
 
 def run(mode: Mode, only: set[str] | None) -> tuple[list[Row], dict[str, str]]:
@@ -137,10 +170,19 @@ def run(mode: Mode, only: set[str] | None) -> tuple[list[Row], dict[str, str]]:
     # The backend outlives every row (the "direct" row measures it): stop_all stops it.
     backend = dataclasses.replace(mode.start_backend(), owned=False)
     log(f"{mode.name} backend listening on port {backend.port} (pid {backend.proc.pid})")
-    rows, versions = [], {}
-    for peer in mode.peers(backend):
-        if (peer.key not in only) if only else peer.optional:
-            continue
+    chosen = [peer for peer in mode.peers(backend)
+              if ((peer.key in only) if only else not peer.optional)]
+    by_key = {peer.key: peer for peer in chosen}
+    partner_of = {second: first for first, second in mode.pairs.items()}
+    measured: dict[str, Row] = {}
+    versions = {}
+    for peer in chosen:
         versions[peer.label] = peer.version()
-        rows.append(measure(mode, peer, backend))
-    return rows, versions
+        if peer.key in measured:
+            continue
+        partner = by_key.get(mode.pairs.get(peer.key) or partner_of.get(peer.key, ""))
+        group = [peer] if partner is None else sorted(
+            [peer, partner], key=lambda one: one.key in partner_of)  # the pair's first first
+        for row in measure_together(mode, group, backend):
+            measured[row.peer.key] = row
+    return [measured[peer.key] for peer in chosen], versions
