@@ -20,7 +20,7 @@ from typing import Iterable
 
 __all__ = [
     "HOP_BY_HOP", "MAX_HEAD", "NEVER_HOP_BY_HOP", "ChunkedDecoder", "ResponseHead", "WireError",
-    "clean_value", "connection_tokens", "has_line_breaks", "is_header_name", "is_idempotent",
+    "are_header_names", "clean_value", "connection_tokens", "has_line_breaks", "is_header_name", "is_idempotent",
     "only_crlf_line_ends", "parse_response_head", "request_head", "response_head",
     "response_head_end", "strip_hop_by_hop", "without_line_breaks",
 ]
@@ -45,8 +45,9 @@ must not make the app see another host than the one the request was routed by.""
 # may assume: the only ones retried when a reused connection dies before the answer.
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 
-# RFC 9110 5.1: a header name is a token.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 5.1: a header name is a token, one or more of these.
+_TOKEN_CHARS = (b"!#$%&'*+-.^_`|~0123456789"
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _LINE_BREAKS = b"\x00\r\n"
 _NO_BODY_CODES = frozenset({204, 304})
@@ -64,15 +65,21 @@ def is_idempotent(method: bytes) -> bool:
 
 def is_header_name(name: bytes) -> bool:
     """Whether C{name} is a valid header name (a token)."""
-    return _TOKEN.fullmatch(name) is not None
+    return bool(name) and not name.translate(None, _TOKEN_CHARS)
+
+
+def are_header_names(names: list[bytes]) -> bool:
+    """Whether every one of C{names} is a valid header name: L{is_header_name} for a whole
+    head in one pass over its names (the common case: all are)."""
+    return all(names) and not b"".join(names).translate(None, _TOKEN_CHARS)
 
 
 def only_crlf_line_ends(head: bytes) -> bool:
     """Whether every CR and LF in a message head is part of a CRLF, and it has no NUL: the
     common case, in which its lines need no further checks for stray line breaks."""
-    newlines = head.count(b"\n")
-    return (head.count(b"\r") == newlines and head.count(b"\r\n") == newlines
-            and b"\x00" not in head)
+    # every CR, LF and NUL counted, against two per CRLF: one pass and one search
+    breaks = len(head) - len(head.translate(None, _LINE_BREAKS))
+    return breaks == 2 * head.count(b"\r\n")
 
 
 def has_line_breaks(value: bytes) -> bool:
@@ -91,11 +98,22 @@ def clean_value(value: bytes) -> bytes:
     return without_line_breaks(value) if has_line_breaks(value) else value
 
 
+_KNOWN_CONNECTIONS: dict[tuple[bytes, ...], frozenset[bytes]] = {}
+
+
 def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
     """The lower-cased tokens of C{Connection} header values (C{close}, C{upgrade}, and
-    the names of headers the sender made hop-by-hop)."""
-    return frozenset(token.strip().lower() for value in values for token in value.split(b",")
-                     if token.strip())
+    the names of headers the sender made hop-by-hop). The same few values come with
+    almost every message (C{keep-alive}, C{close}): each is split once."""
+    values = tuple(values)
+    known = _KNOWN_CONNECTIONS.get(values)
+    if known is None:
+        known = frozenset(token.strip().lower() for value in values
+                          for token in value.split(b",") if token.strip())
+        if len(_KNOWN_CONNECTIONS) >= 256:
+            _KNOWN_CONNECTIONS.clear()
+        _KNOWN_CONNECTIONS[values] = known
+    return known
 
 
 def hop_by_hop_names(connection_values: Iterable[bytes]) -> frozenset[bytes]:
@@ -236,9 +254,12 @@ def parse_response_head(head: bytes) -> ResponseHead:
     upgrade = []
     lengths = set()
     codings = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not is_header_name(name):
+    fields = [line.partition(b":") for line in lines[1:]]
+    # every line a header (the common case) is checked for all lines at once
+    checked = all(colon for _, colon, _ in fields) and are_header_names(
+        [name for name, _, _ in fields])
+    for name, colon, value in fields:
+        if not checked and (not colon or not is_header_name(name)):
             continue  # obs-fold, junk: nothing a client could be made to read as a header
         value = clean_value(value) if suspect else value.strip(b" \t")
         lower = name.lower()

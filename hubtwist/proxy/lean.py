@@ -43,7 +43,7 @@ from hubtwist.proxy.forward import (
     Relaying, mapped_headers, send_upstream_error,
 )
 from hubtwist.proxy.http1 import (
-    connection_tokens, is_header_name, only_crlf_line_ends, response_head,
+    are_header_names, connection_tokens, only_crlf_line_ends, response_head,
 )
 from hubtwist.proxy.rewrite import backend_path
 from hubtwist.proxy.sending import allow_bulk, direct_writer
@@ -433,10 +433,12 @@ def _parse(head: bytes):
         return None
     headers: dict[bytes, tuple[bytes, list[bytes]]] = {}
     close = False
+    names = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not is_header_name(name):
+        if not colon:
             return None
+        names.append(name)
         value = value.strip(b" \t")
         lower = name.lower()
         if lower in _NOT_LEAN_HEADERS:
@@ -453,8 +455,8 @@ def _parse(head: bytes):
             if lower == b"host":
                 return None  # two Hosts: left to twisted.web
             entry[1].append(value)
-    if b"host" not in headers:
-        return None  # HTTP/1.1 requires one: left to twisted.web
+    if not are_header_names(names) or b"host" not in headers:
+        return None  # a name that is not a token; or no Host, which HTTP/1.1 requires
     return method, target, headers, close
 
 

@@ -6,12 +6,14 @@ they return is always clean, and what is written parses back to the same thing.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from hubtwist.proxy.http1 import (
-    HOP_BY_HOP, ChunkedDecoder, WireError, connection_tokens, is_header_name, is_idempotent,
-    parse_response_head, request_head, response_head, response_head_end, strip_hop_by_hop,
+    HOP_BY_HOP, ChunkedDecoder, WireError, are_header_names, connection_tokens, is_header_name,
+    is_idempotent, only_crlf_line_ends, parse_response_head, request_head, response_head, response_head_end, strip_hop_by_hop,
 )
 
 TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -249,3 +251,36 @@ def test_any_bytes_as_a_chunked_body_decode_or_raise_wire_error(feeds):
             decoder.feed(data)
         except WireError:
             return
+
+
+# -- the fast forms of the rules, against their definitions ---------------------------------
+
+_RFC_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2
+
+
+@given(st.lists(st.binary(max_size=12) | names, max_size=6))
+@example([b"Host", b""])
+@example([b"Host", b"Bad Name"])
+@example([b"X:Y"])
+def test_header_names_are_tokens_checked_one_by_one_or_all_at_once(candidates):
+    expected = [_RFC_TOKEN.fullmatch(name) is not None for name in candidates]
+    assert [is_header_name(name) for name in candidates] == expected
+    assert are_header_names(candidates) == all(expected)
+
+
+@given(st.binary(max_size=60) | st.lists(st.sampled_from(
+    [b"a", b"\r", b"\n", b"\r\n", b"\x00", b" "]), max_size=12).map(b"".join))
+@example(b"\r\r\n\n")
+@example(b"a\n\rb")
+def test_only_crlf_line_ends_is_every_cr_and_lf_in_a_crlf_and_no_nul(head):
+    # the definition: take the CRLFs out; no CR, LF or NUL may be left
+    expected = not set(head.replace(b"\r\n", b"")) & {0, 10, 13}
+    assert only_crlf_line_ends(head) == expected
+
+
+def test_connection_tokens_are_the_same_whether_split_or_remembered():
+    for _ in range(2):  # the second time from memory
+        assert connection_tokens([b"Keep-Alive, X-Secret", b" close "]) == {
+            b"keep-alive", b"x-secret", b"close"}
+        assert connection_tokens(iter([b"upgrade"])) == {b"upgrade"}  # any iterable
+        assert connection_tokens([]) == frozenset()
