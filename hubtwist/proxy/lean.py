@@ -179,6 +179,12 @@ class LeanChannel(Protocol, TimeoutMixin):
         self._next()
 
     def timeoutConnection(self) -> None:
+        if self._exchange is not None:
+            # The app, not the client, has the next move: the idle clock runs again from
+            # the response's end (exchange_done). The clock is not stopped and restarted
+            # around every request (a new timer per request costs more than this).
+            self.setTimeout(self._idle_timeout)
+            return
         # As twisted.web does: close, and drop the connection if what is queued for a
         # client that does not read keeps it open.
         self._abort_call = self.callLater(ABORT_TIMEOUT, self.transport.abortConnection)
@@ -267,7 +273,6 @@ class LeanChannel(Protocol, TimeoutMixin):
             return
         self._buffer = buffer[end + 4:]
         self._close_after = close
-        self.setTimeout(None)  # the app, not the client, has the next move
         self._lean.served += 1
         self._exchange = (self._lean.exchange or _LeanExchange)(
             self, route, method, target, headers, user, identity, answer_headers)
@@ -284,7 +289,7 @@ class LeanChannel(Protocol, TimeoutMixin):
         if self._paused:
             self._paused = False
             self.transport.resumeProducing()
-        self.setTimeout(self._idle_timeout)
+        self.resetTimeout()  # idle from now (a reset to later only moves its time)
         if self._buffer:
             # A pipelined request: not from inside the app connection's callbacks.
             self._forwarder.reactor.callLater(0, self._next_if_idle)

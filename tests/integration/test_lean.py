@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 
 import pytest
 import pytest_twisted
@@ -473,3 +474,35 @@ async def test_a_connection_comes_back_to_the_lean_path_after_an_ordinary_reques
     assert answers == [(200, "GET"), (200, "POST"), (200, "GET"), (200, "OPTIONS"), (200, "GET")]
     assert ht.lean.served - before == 3  # every GET, on the one connection
     assert ht.lean.returned == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_client_idle_timeout_counts_from_each_response_s_end(hubtwist):
+    """A response slower than the client idle timeout is not cut (the app has the next
+    move); the connection then stays open for the idle timeout from the response's end,
+    and is closed once the client stays idle longer."""
+    ht = await hubtwist()
+    ht.site.timeOut = 1.0  # the client idle timeout of connections accepted from now on
+
+    def slow_then_quick_then_idle():
+        client = Client(ht.port)
+        try:
+            client.send(get("/app/slow?s=2.5"))  # 2.5 idle timeouts long
+            slow = client.response()
+            # idle for 0.7 of the timeout after the slow response: still open (a clock
+            # counting from anything before the response's end would have closed it)
+            time.sleep(0.7)
+            client.send(get("/app/echo"))
+            quick = client.response()
+            started = time.monotonic()
+            closed = client.closed()  # blocks until the server closes it
+            return slow, quick, closed, time.monotonic() - started
+        finally:
+            client.close()
+
+    before = ht.lean.served
+    slow, quick, closed, idle = await in_thread(slow_then_quick_then_idle)
+    assert ht.lean.served - before == 2
+    assert slow[0] == 200 and slow[2] == b"slow done"
+    assert quick[0] == 200
+    assert closed and 0.8 < idle < 6, idle
