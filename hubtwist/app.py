@@ -28,6 +28,7 @@ from hubtwist.logs import AccessLog
 from hubtwist.proxy.early import StreamingSite
 from hubtwist.proxy.forward import Forwarder
 from hubtwist.proxy.lean import LeanFactory, lean_description
+from hubtwist.proxy.twisted_private import resolve_names_in_passing_threads
 from hubtwist.proxy.upstream import UpstreamPool
 from hubtwist.proxy.websocket import WebSocketBridge
 from hubtwist.router import Router
@@ -443,6 +444,7 @@ async def run(reactor, config: Config, auth: AuthPlan | None = None,
 
     log.info("hubtwist {version} starting (pid {pid})", version=__version__, pid=os.getpid())
     systemd.take_notify_socket()
+    resolve_names_in_passing_threads(reactor)  # no idle thread left by a lookup
     running = await serve(reactor, config, auth=auth, load=load)
     if auth is not None and auth.mode == "hub" and running.protection.client is not None:
         await _report_port_if_asked(running, auth)

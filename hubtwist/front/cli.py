@@ -253,7 +253,10 @@ async def _serve(reactor, args) -> None:
     from hubtwist.proxy.early import StreamingSite
     from hubtwist.proxy.lean import LeanFactory, lean_description
     from hubtwist.proxy.upstream import UpstreamPool
+    from hubtwist.proxy.twisted_private import resolve_names_in_passing_threads
     from hubtwist.proxy.websocket import WebSocketBridge
+
+    resolve_names_in_passing_threads(reactor)  # targets by host name leave no idle thread
 
     log = Logger(namespace="hubtwist.front")
     token = os.environ.get("CONFIGPROXY_AUTH_TOKEN", "")
