@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import socket
 import sys
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -131,6 +132,15 @@ class HubtwistProcesses:
             if process.stdout:
                 process.stdout.close()
 
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:C{port} now."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def free_port() -> int:

@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from tests.helpers import (
-    alive, descendants, free_port, HTTPAPP, HUBTWIST, HubtwistProcesses, try_get, wait_for,
+    accepts, alive, descendants, free_port, HTTPAPP, HUBTWIST, HubtwistProcesses, try_get,
+    wait_for,
 )
 
 
@@ -94,14 +95,6 @@ def test_single_app_mode_serves_and_sigterm_stops_everything(hubtwist_process, t
     wait_for(lambda: not alive(grandchild), 5, "the grandchild to be gone")
 
 
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 def test_a_second_sigterm_while_stopping_is_no_error(hubtwist_process):
     # systemd and an impatient user, or `timeout` forwarding the signal it got: the second
     # signal arrives while the first stop is under way.
@@ -111,7 +104,7 @@ def test_a_second_sigterm_while_stopping_is_no_error(hubtwist_process):
         *HTTPAPP, "--port", "{port}", "--ignore-term")  # the stop waits for the SIGKILL
     app_pid = int(wait_for(lambda: try_get(f"http://127.0.0.1:{port}/pid"), 30, "the app")[1])
     process.send_signal(signal.SIGTERM)
-    wait_for(lambda: not _accepts(port), 10, "hubtwist to stop listening")
+    wait_for(lambda: not accepts(port), 10, "hubtwist to stop listening")
     assert alive(app_pid)  # still stopping
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0

@@ -9,34 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest_twisted
 
-from tests.helpers import HTTPAPP, free_port, in_thread, poll
+from tests.helpers import HTTPAPP, accepts, free_port, in_thread, poll
+from tests.integration.test_hub_cli import _status
 from tests.integration.test_hub_gate import fake_hub, hub_env  # noqa: F401 (fixture)
-
-
-def _status(url: str, headers: dict) -> int | None:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return None
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest_twisted.ensureDeferred
@@ -56,7 +36,7 @@ async def test_talking_to_the_hub_by_host_name_leaves_one_thread(fake_hub):
         token = {"Authorization": "token alice-token"}
         # the version at start-up, then alice's token: two calls to the Hub by name (the
         # fake Hub answers from this reactor: the client runs in a thread)
-        await poll(lambda: process.poll() is not None or _listening(port), 60,
+        await poll(lambda: process.poll() is not None or accepts(port), 60,
                    message="hubtwist listening")
         assert process.poll() is None
         assert await in_thread(_status, url, token) == 200
