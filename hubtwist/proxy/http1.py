@@ -20,9 +20,9 @@ from typing import Iterable
 
 __all__ = [
     "HOP_BY_HOP", "MAX_HEAD", "NEVER_HOP_BY_HOP", "ChunkedDecoder", "ResponseHead", "WireError",
-    "are_header_names", "clean_value", "connection_tokens", "has_line_breaks", "is_header_name", "is_idempotent",
-    "only_crlf_line_ends", "parse_response_head", "request_head", "response_head",
-    "response_head_end", "strip_hop_by_hop", "without_line_breaks",
+    "are_header_names", "clean_value", "connection_tokens", "has_line_breaks", "is_header_name",
+    "is_idempotent", "only_crlf_line_ends", "parse_response_head", "request_head",
+    "response_head", "response_head_end", "strip_hop_by_hop", "without_line_breaks",
 ]
 
 MAX_HEAD = 64 * 1024

@@ -332,7 +332,8 @@ class LeanRequest:
     What an auth gate sees of a request on the lean path: the members of twisted.web's
     request that the gates read and change (C{method}, C{uri}, C{path}, the request
     headers, the client's address, response headers, C{identity_headers}), over the
-    lean path's parsed head. So a gate decides a lean request with the very code that
+    lean path's parsed head; and L{header_values}, the hashable summary a gate keys a
+    remembered decision on. So a gate decides a lean request with the very code that
     decides an ordinary one (L{hubtwist.hub.gate.HubGate.admit_lean}).
 
     @ivar response_headers: headers the gate put on the answer (C{setHeader}, and a

@@ -13,7 +13,8 @@ from hypothesis import example, given, settings, strategies as st
 
 from hubtwist.proxy.http1 import (
     HOP_BY_HOP, ChunkedDecoder, WireError, are_header_names, connection_tokens, is_header_name,
-    is_idempotent, only_crlf_line_ends, parse_response_head, request_head, response_head, response_head_end, strip_hop_by_hop,
+    is_idempotent, only_crlf_line_ends, parse_response_head, request_head, response_head,
+    response_head_end, strip_hop_by_hop,
 )
 
 TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
