@@ -45,7 +45,7 @@ log = Logger(namespace="hubtwist.hub")
 
 _STALE_WARNING_EVERY = 60.0
 _MAX_GRANTS = 4096
-_MAX_LEAN_DECISIONS = 4096
+_MAX_LEAN_DECISIONS = 1024  # each holds a Cookie header and its cleaned copy
 _LEAN_DECISION_FOR = 10.0  # seconds at most a lean admission is reused (see admit_lean)
 # The request headers a lean admission reads (the credentials, the XSRF rules, the XSRF
 # identity, is_upgrade): a remembered admission is reused only for the same values.

@@ -70,10 +70,12 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections import deque
 from typing import Callable
 
 from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
+from twisted.python.failure import Failure
 from twisted.web import http
 
 __all__ = [
@@ -288,21 +290,47 @@ def resolve_names_in_passing_threads(reactor) -> bool:
 
 
 class _PassingThreads:
-    """What C{deferToThreadPool} asks of a pool (C{callInThreadWithCallback}), each call
-    in a daemon thread that ends when the call returns."""
+    """
+    What C{deferToThreadPool} asks of a pool (C{callInThreadWithCallback}), in daemon
+    threads that end when no call is waiting: at most C{most} at once (a burst of new
+    connections to a host name queues its lookups rather than starting a thread each), and
+    a thread that cannot be started fails its call instead of leaving the lookup hanging.
+    """
+
+    def __init__(self, most: int = 8) -> None:
+        self._most = most
+        self._lock = threading.Lock()
+        self._waiting: deque = deque()
+        self._running = 0
 
     def callInThreadWithCallback(self, onResult, func, *args, **kwargs) -> None:
-        def run() -> None:
+        call = (onResult, func, args, kwargs)
+        with self._lock:
+            if self._running >= self._most:
+                self._waiting.append(call)
+                return
+            self._running += 1
+        try:
+            threading.Thread(target=self._work, args=(call,), name="hubtwist-resolve",
+                             daemon=True).start()
+        except RuntimeError:  # "can't start new thread"
+            with self._lock:
+                self._running -= 1
+            onResult(False, Failure())
+
+    def _work(self, call) -> None:
+        while call is not None:
+            onResult, func, args, kwargs = call
             try:
                 result = func(*args, **kwargs)
             except BaseException:  # noqa: BLE001 - handed to the caller as a Failure
-                from twisted.python.failure import Failure
-
                 onResult(False, Failure())
             else:
                 onResult(True, result)
-
-        threading.Thread(target=run, name="hubtwist-resolve", daemon=True).start()
+            with self._lock:
+                call = self._waiting.popleft() if self._waiting else None
+                if call is None:
+                    self._running -= 1
 
 
 _PASSING_THREADS = _PassingThreads()
