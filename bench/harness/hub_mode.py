@@ -478,6 +478,11 @@ class RowSpec:
     through_chp: bool
 
 
+# Pairs whose servers run pinned to one CPU, wrk and nginx on the other (HubMode._pin):
+# the hubtwist pair measures hubtwist alone; the chain pairs need both CPUs (CHP and
+# hubtwist in one process chain) and are not pinned.
+PINNED_PAIRS = {"hubtwist-hub"}
+
 ROWS = [
     RowSpec("direct", "nginx backend, direct", "http", None, False),
     RowSpec("hubtwist-hub", "hubtwist, Hub cookie (its port)", "http", "", False),
@@ -524,6 +529,8 @@ class HubMode(Mode):
         self.digests: dict[str, str] = {}
         self.hub: Hub | None = None
         self.expected_size: dict[str, int] = {}  # row key -> bytes of the checked response
+        self.backend_pid = 0  # nginx's master (start_backend)
+        self._server_cpu = 0  # the CPU a pinned pair's servers run on (_pin)
 
     # -- backends and the Hub --
 
@@ -539,6 +546,7 @@ class HubMode(Mode):
         echo.wait_for_port(echo_port, START_TIMEOUT)
         self.hub = Hub(backend.port, echo_port)
         self.hub.start()
+        self.backend_pid = backend.proc.pid
         return backend
 
     def peers(self, backend: Running) -> list[Peer]:
@@ -701,11 +709,15 @@ class HubMode(Mode):
         """
         load = self.load_settings
         targets = [(running, row, row.peer.key) for running, row in zip(runnings, rows)]
+        load_cpus = None
+        if len(targets) > 1 and rows[0].peer.key in PINNED_PAIRS:
+            load_cpus = self._pin([running for running, _, _ in targets])
         for running, row, key in targets:
             assert isinstance(running, HubRunning)
             if load.warmup > 0:
                 run_wrk(f"wrk-{key}-warmup", self._url(running), load.threads,
-                        load.connections, load.warmup, headers=running.headers)
+                        load.connections, load.warmup, headers=running.headers,
+                        cpus=load_cpus)
         windows = load.windows if len(targets) > 1 else 1
         seconds = load.duration / windows
         if len(targets) > 1:
@@ -718,14 +730,39 @@ class HubMode(Mode):
                  for target in (targets if window % 2 == 0 else targets[::-1])]
         totals = {key: _Totals() for _, _, key in targets}
         paths_before = {key: self._hubtwist_paths(running, key) for running, _, key in targets}
-        for number, (running, row, key) in enumerate(order):
-            server, chp = self._cpu(running)
-            with server, (chp or _Nothing()):
-                result = run_wrk(f"wrk-{key}-1k-{number}", self._url(running), load.threads,
-                                 load.connections, seconds, headers=running.headers)
-            totals[key].add(result, server.seconds, chp.seconds if chp is not None else None)
+        try:
+            for number, (running, row, key) in enumerate(order):
+                server, chp = self._cpu(running)
+                with server, (chp or _Nothing()):
+                    result = run_wrk(f"wrk-{key}-1k-{number}", self._url(running),
+                                     load.threads, load.connections, seconds,
+                                     headers=running.headers, cpus=load_cpus)
+                totals[key].add(result, server.seconds,
+                                chp.seconds if chp is not None else None)
+        finally:
+            if load_cpus is not None:
+                _set_affinity(process_tree(self.backend_pid), os.sched_getaffinity(0))
         for running, row, key in targets:
+            if load_cpus is not None:
+                row.notes.append(f"server alone on CPU {self._server_cpu}, wrk and nginx on "
+                                 f"CPU {','.join(map(str, sorted(load_cpus)))}")
             self._http_figures(running, row, totals[key], paths_before[key])
+
+    def _pin(self, runnings: list[Running]) -> set[int] | None:
+        """
+        The servers of a pinned pair on one CPU, the backend (and wrk, by the caller) on
+        the others: both servers then run alone on the same core, whatever the scheduler
+        would have placed next to them. Returns the CPUs for the load, or None (one CPU).
+        """
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return None
+        self._server_cpu = cpus[-1]
+        for running in runnings:
+            _set_affinity(process_tree(running.proc.pid), {self._server_cpu})
+        load_cpus = set(cpus[:-1])
+        _set_affinity(process_tree(self.backend_pid), load_cpus)
+        return load_cpus
 
     @staticmethod
     def _url(running: HubRunning) -> str:
@@ -869,6 +906,23 @@ class HubMode(Mode):
                   ("chp-hubtwist", "cpu_server"), ("chp-hubtwist", "cpu_chp"),
                   "lower is better"),
         ]
+
+
+def _set_affinity(pids: list[int], cpus: set[int]) -> None:
+    for pid in pids:
+        for task in _tasks(pid):
+            try:
+                os.sched_setaffinity(task, cpus)
+            except OSError:  # gone meanwhile
+                pass
+
+
+def _tasks(pid: int) -> list[int]:
+    """Every thread of C{pid} (affinity is per thread)."""
+    try:
+        return [int(task) for task in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
 
 
 class _Totals:

@@ -48,11 +48,14 @@ class WrkResult:
 
 
 def run_wrk(name: str, url: str, threads: int, connections: int, seconds: float,
-            timeout: float = 10.0, headers: dict[str, str] | None = None) -> WrkResult:
+            timeout: float = 10.0, headers: dict[str, str] | None = None,
+            cpus: set[int] | None = None) -> WrkResult:
     """C{wrk --latency} for C{seconds}, sending C{headers} (e.g. a login cookie) with every
-    request; L{TargetFailed} when wrk fails or nothing succeeded."""
+    request, on C{cpus} only when given; L{TargetFailed} when wrk fails or nothing
+    succeeded."""
     threads = max(1, min(threads, connections))  # wrk refuses more threads than connections
-    argv = [system_command("wrk") or "wrk", f"-t{threads}", f"-c{connections}",
+    pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+    argv = [*pin, system_command("wrk") or "wrk", f"-t{threads}", f"-c{connections}",
             f"-d{seconds:g}s", f"--timeout={timeout:g}s", "--latency",
             *(argument for name_value in (headers or {}).items()
               for argument in ("-H", "%s: %s" % name_value)),
