@@ -239,6 +239,9 @@ def test_the_command_line_writes_json_access_lines(tmp_path):
             stdout=subprocess.DEVNULL, stderr=err, env=env)
     try:
         def answered() -> bool:
+            # (a hubtwist that exited — its port taken meanwhile — must not pass for one
+            # that answers: another process on that port would never write this log)
+            assert process.poll() is None, f"hubtwist exited: {stderr.read_text()[-2000:]}"
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/echo?{SECRET_QUERY}",
                                             timeout=5) as response:
@@ -256,7 +259,13 @@ def test_the_command_line_writes_json_access_lines(tmp_path):
                     records.append(record)
             return records
 
-        wait_for(lambda: any(r["status"] == 200 for r in access_lines()), 30, "an access line")
+        try:
+            wait_for(lambda: any(r["status"] == 200 for r in access_lines()), 30,
+                     "an access line")
+        except AssertionError as error:  # say what hubtwist did instead
+            state = "running" if process.poll() is None else f"exited ({process.returncode})"
+            raise AssertionError(f"{error}; hubtwist {state}; its log: "
+                                 f"{stderr.read_text()[-3000:]}") from None
         record = next(r for r in access_lines() if r["status"] == 200)
         assert record["method"] == "GET" and record["path"] == "/echo?page=2"
         assert record["server"] not in ("", "_hubtwist")  # the app's name
