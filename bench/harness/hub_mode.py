@@ -530,7 +530,6 @@ class HubMode(Mode):
         self.hub: Hub | None = None
         self.expected_size: dict[str, int] = {}  # row key -> bytes of the checked response
         self.backend_pid = 0  # nginx's master (start_backend)
-        self._server_cpu = 0  # the CPU a pinned pair's servers run on (_pin)
 
     # -- backends and the Hub --
 
@@ -709,9 +708,9 @@ class HubMode(Mode):
         """
         load = self.load_settings
         targets = [(running, row, row.peer.key) for running, row in zip(runnings, rows)]
-        load_cpus = None
+        server_cpu = load_cpus = None
         if len(targets) > 1 and rows[0].peer.key in PINNED_PAIRS:
-            load_cpus = self._pin([running for running, _, _ in targets])
+            server_cpu, load_cpus = self._pin([running for running, _, _ in targets])
         for running, row, key in targets:
             assert isinstance(running, HubRunning)
             if load.warmup > 0:
@@ -744,25 +743,25 @@ class HubMode(Mode):
                 _set_affinity(process_tree(self.backend_pid), os.sched_getaffinity(0))
         for running, row, key in targets:
             if load_cpus is not None:
-                row.notes.append(f"server alone on CPU {self._server_cpu}, wrk and nginx on "
+                row.notes.append(f"server alone on CPU {server_cpu}, wrk and nginx on "
                                  f"CPU {','.join(map(str, sorted(load_cpus)))}")
             self._http_figures(running, row, totals[key], paths_before[key])
 
-    def _pin(self, runnings: list[Running]) -> set[int] | None:
+    def _pin(self, runnings: list[Running]) -> tuple[int | None, set[int] | None]:
         """
         The servers of a pinned pair on one CPU, the backend (and wrk, by the caller) on
         the others: both servers then run alone on the same core, whatever the scheduler
-        would have placed next to them. Returns the CPUs for the load, or None (one CPU).
+        would have placed next to them. Returns that CPU and the CPUs for the load, or
+        (None, None) on a single CPU.
         """
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
-            return None
-        self._server_cpu = cpus[-1]
+            return None, None
+        server_cpu, load_cpus = cpus[-1], set(cpus[:-1])
         for running in runnings:
-            _set_affinity(process_tree(running.proc.pid), {self._server_cpu})
-        load_cpus = set(cpus[:-1])
+            _set_affinity(process_tree(running.proc.pid), {server_cpu})
         _set_affinity(process_tree(self.backend_pid), load_cpus)
-        return load_cpus
+        return server_cpu, load_cpus
 
     @staticmethod
     def _url(running: HubRunning) -> str:

@@ -42,8 +42,11 @@ def test_every_call_is_answered_with_at_most_most_at_once_and_the_threads_end():
     before = threading.active_count()
     for number in range(6):
         pool.callInThreadWithCallback(answered, lookup, number)
-    time.sleep(0.2)  # let them pile up behind the two running
-    assert threading.active_count() - before == 2
+    deadline = time.monotonic() + 10
+    while running[0] < 2 and time.monotonic() < deadline:  # both slots taken
+        time.sleep(0.01)
+    assert running[0] == 2
+    assert threading.active_count() - before == 2  # the other four wait, no thread each
     release.set()
     assert done.wait(10)
     assert sorted(answer for answer in answers if answer[0]) == [
